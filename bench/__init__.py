@@ -1,0 +1,1 @@
+"""Benchmarks that measure Lattice side by side with the raw transport."""

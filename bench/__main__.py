@@ -1,0 +1,21 @@
+"""`python -m bench NAME` runs one benchmark and prints its table."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+BENCHES = {"invoke": "bench.invoke"}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHES:
+        print(f"usage: python -m bench {{{'|'.join(BENCHES)}}} [options]", file=sys.stderr)
+        sys.exit(2)
+    import importlib
+
+    mod = importlib.import_module(BENCHES[sys.argv[1]])
+    asyncio.run(mod.main(sys.argv[2:]))
+
+
+main()

@@ -1,0 +1,1 @@
+"""Example WebAssembly components and their cached build (see README.md)."""

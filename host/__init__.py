@@ -1,0 +1,1 @@
+"""The Lattice host process: identity, control interface, component runtime."""

@@ -1,0 +1,313 @@
+"""Running components on this host: scale, update, stop, and serving their exports.
+
+Operations on one component id are serialised by a per-id lock (kopf's per-entity
+ordering), different ids proceed in parallel. Each running component has one NATS
+subscription on `{lattice}.{id}.rpc.>` in a queue group shared by every host running
+that id, so calls balance across hosts. An update swaps the pool under the
+subscription: new calls go to the new pool while the old one drains, so no call fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import wasmtime
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from host.config import Limits
+from host.runtime.engine import CompileCache
+from host.runtime.exports import UnknownFunction, resolve
+from host.runtime.loader import LoadError, load_pool
+from host.runtime.pool import GateClosed, InstancePool
+from lattice import codec
+from lattice.protocol import events, subjects
+from lattice.protocol.invocation import ERROR_HEADER, HOST_HEADER, ErrorKind, InvocationError
+from lattice.protocol.messages import (
+    ComponentDescription,
+    ComponentLimits,
+    ScaleComponentRequest,
+    UpdateComponentRequest,
+)
+
+log = structlog.get_logger("lattice.components")
+
+PublishEvent = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class RunningComponent:
+    id: str
+    image_ref: str
+    pool: InstancePool
+    annotations: dict[str, str]
+    config: list[str]
+    limits: Limits
+    digest: str
+    revision: int = 0
+    subscription: Subscription | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def describe(self) -> ComponentDescription:
+        return ComponentDescription(
+            id=self.id,
+            image_ref=self.image_ref,
+            name=self.annotations.get("name"),
+            annotations=self.annotations,
+            max_instances=self.pool.max_instances,
+            revision=self.revision,
+            instances_warm=self.pool.warm,
+            limits={"timeout_ms": self.limits.timeout_ms, "memory_mb": self.limits.memory_mb},
+            exports=sorted(self.pool.exports),
+        )
+
+
+class ComponentManager:
+    def __init__(
+        self,
+        *,
+        nc: NATS,
+        lattice: str,
+        host_id: str,
+        engine: wasmtime.Engine,
+        cache: CompileCache,
+        default_limits: Limits,
+        publish_event: PublishEvent,
+    ) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.host_id = host_id
+        self.engine = engine
+        self.cache = cache
+        self.default_limits = default_limits
+        self.publish_event = publish_event
+        self.running: dict[str, RunningComponent] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log = log.bind(host_id=host_id, lattice=lattice)
+
+    def _lock(self, component_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(component_id, asyncio.Lock())
+
+    def describe(self) -> list[ComponentDescription]:
+        return [rc.describe() for rc in self.running.values()]
+
+    def _limits(self, override: ComponentLimits | None) -> Limits:
+        if override is None:
+            return self.default_limits
+        return self.default_limits.merged(override.timeout_ms, override.memory_mb)
+
+    # -- scale ----------------------------------------------------------------
+
+    def check_scale(self, req: ScaleComponentRequest) -> str | None:
+        """A reason to refuse the request outright, checked before it is acknowledged."""
+        rc = self.running.get(req.component_id)
+        changing = rc is not None and req.count > 0 and rc.image_ref != req.component_ref
+        if changing and not req.allow_update:
+            assert rc is not None
+            return (
+                f"component {req.component_id} already runs {rc.image_ref} on this host; "
+                "use component.update (or allow_update: true) to change its image"
+            )
+        return None
+
+    async def scale(self, req: ScaleComponentRequest) -> None:
+        """Bring component `req.component_id` to `req.count` instances; emits the outcome."""
+        async with self._lock(req.component_id):
+            try:
+                await self._scale_locked(req)
+            except LoadError as exc:
+                await self._scale_failed(req, str(exc))
+            except Exception as exc:  # never let a bad component take the host down
+                self._log.exception("scale failed", component_id=req.component_id)
+                await self._scale_failed(req, f"internal error: {exc}")
+
+    async def _scale_locked(self, req: ScaleComponentRequest) -> None:
+        rc = self.running.get(req.component_id)
+        limits = self._limits(req.limits)
+        if req.count == 0:
+            if rc is not None:
+                await self._stop(rc)
+            await self._scaled(req.component_id, req.component_ref, 0, req.annotations)
+            return
+        if rc is None:
+            pool, stats = await load_pool(
+                component_id=req.component_id,
+                ref=req.component_ref,
+                engine=self.engine,
+                cache=self.cache,
+                limits=limits,
+                max_instances=req.count,
+            )
+            rc = RunningComponent(
+                id=req.component_id,
+                image_ref=req.component_ref,
+                pool=pool,
+                annotations=dict(req.annotations),
+                config=list(req.config),
+                limits=limits,
+                digest=stats.digest,
+            )
+            rc.subscription = await self.nc.subscribe(
+                subjects.rpc_wildcard(self.lattice, rc.id),
+                queue=f"rpc.{self.lattice}.{rc.id}",
+                cb=self._dispatcher(rc.id),
+            )
+            self.running[rc.id] = rc
+            self._log.info(
+                "component started",
+                component_id=rc.id,
+                image_ref=rc.image_ref,
+                max_instances=req.count,
+                cached=stats.cached,
+                compile_s=round(stats.compile_s, 3),
+                exports=len(pool.exports),
+            )
+        elif rc.image_ref != req.component_ref:
+            await self._swap_image(rc, req.component_ref, req.count, limits)
+        else:
+            await rc.pool.resize(req.count)
+        rc.annotations = dict(req.annotations) or rc.annotations
+        rc.config = list(req.config) or rc.config
+        await self._scaled(rc.id, rc.image_ref, rc.pool.max_instances, rc.annotations)
+
+    async def _scaled(self, cid: str, ref: str, count: int, ann: dict[str, str]) -> None:
+        await self.publish_event(
+            "component_scaled", events.component_scaled(self.host_id, cid, ref, count, ann)
+        )
+
+    async def _scale_failed(self, req: ScaleComponentRequest, error: str) -> None:
+        self._log.warning("component scale failed", component_id=req.component_id, error=error)
+        await self.publish_event(
+            "component_scale_failed",
+            events.component_scale_failed(
+                self.host_id, req.component_id, req.component_ref, req.count, req.annotations, error
+            ),
+        )
+
+    # -- update ---------------------------------------------------------------
+
+    async def update(self, req: UpdateComponentRequest) -> None:
+        async with self._lock(req.component_id):
+            rc = self.running.get(req.component_id)
+            if rc is None:
+                return
+            try:
+                if rc.image_ref != req.new_component_ref:
+                    await self._swap_image(
+                        rc, req.new_component_ref, rc.pool.max_instances, rc.limits
+                    )
+                if req.annotations is not None:
+                    rc.annotations = dict(req.annotations)
+            except LoadError as exc:
+                await self.publish_event(
+                    "component_scale_failed",
+                    events.component_scale_failed(
+                        self.host_id,
+                        rc.id,
+                        req.new_component_ref,
+                        rc.pool.max_instances,
+                        rc.annotations,
+                        str(exc),
+                    ),
+                )
+                return
+            await self._scaled(rc.id, rc.image_ref, rc.pool.max_instances, rc.annotations)
+
+    async def _swap_image(self, rc: RunningComponent, ref: str, count: int, limits: Limits) -> None:
+        """Start the new image's pool, route new calls to it, then drain the old one."""
+        new_pool, stats = await load_pool(
+            component_id=rc.id,
+            ref=ref,
+            engine=self.engine,
+            cache=self.cache,
+            limits=limits,
+            max_instances=count,
+        )
+        old = rc.pool
+        rc.pool, rc.image_ref, rc.digest, rc.limits = new_pool, ref, stats.digest, limits
+        rc.revision += 1
+        self._log.info(
+            "component image swapped", component_id=rc.id, image_ref=ref, revision=rc.revision
+        )
+        await old.drain()
+
+    # -- stop -----------------------------------------------------------------
+
+    async def _stop(self, rc: RunningComponent) -> None:
+        self.running.pop(rc.id, None)
+        if rc.subscription is not None:
+            try:
+                await rc.subscription.unsubscribe()
+            except Exception as exc:  # connection already gone during shutdown
+                self._log.debug("unsubscribe failed", component_id=rc.id, error=str(exc))
+        await rc.pool.drain()
+        self._log.info("component stopped", component_id=rc.id)
+
+    async def stop_all(self) -> None:
+        for cid in list(self.running):
+            async with self._lock(cid):
+                rc = self.running.get(cid)
+                if rc is not None:
+                    await self._stop(rc)
+                    await self._scaled(rc.id, rc.image_ref, 0, rc.annotations)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- serving --------------------------------------------------------------
+
+    def _dispatcher(self, component_id: str) -> Callable[[Msg], Awaitable[None]]:
+        """nats-py runs one callback at a time per subscription: hand each call to a task."""
+
+        async def dispatch(msg: Msg) -> None:
+            task = asyncio.create_task(self._serve(component_id, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return dispatch
+
+    async def _serve(self, component_id: str, msg: Msg) -> None:
+        headers = {HOST_HEADER: self.host_id}
+        try:
+            body = codec.pack(await self._invoke(component_id, msg))
+        except InvocationError as exc:
+            body, headers[ERROR_HEADER] = codec.pack(exc.to_body()), str(exc.kind)
+        except Exception as exc:
+            self._log.exception("unexpected error serving call", component_id=component_id)
+            err = InvocationError(ErrorKind.INTERNAL, f"host error: {type(exc).__name__}: {exc}")
+            body, headers[ERROR_HEADER] = codec.pack(err.to_body()), str(err.kind)
+        if msg.reply:
+            try:
+                await self.nc.publish(msg.reply, body, headers=headers)
+            except Exception as exc:
+                self._log.warning("could not send reply", component_id=component_id, error=str(exc))
+
+    async def _invoke(self, component_id: str, msg: Msg) -> Any:
+        operation = subjects.rpc_operation(msg.subject, self.lattice, component_id)
+        try:
+            args = codec.unpack(msg.data) if msg.data else []
+        except codec.CodecError as exc:
+            raise InvocationError(ErrorKind.BAD_ARGUMENT, f"body is not msgpack: {exc}") from None
+        for _ in range(3):  # a pool swapped out under us: retry on the current one
+            rc = self.running.get(component_id)
+            if rc is None:
+                raise InvocationError(
+                    ErrorKind.UNAVAILABLE, f"component {component_id} is not running on this host"
+                )
+            try:
+                export = resolve(rc.pool.exports, operation)
+            except UnknownFunction as exc:
+                raise InvocationError(
+                    ErrorKind.UNKNOWN_FUNCTION, f"{component_id}: {exc}"
+                ) from None
+            try:
+                return await rc.pool.call(export, args)
+            except GateClosed:
+                continue
+        raise InvocationError(ErrorKind.UNAVAILABLE, f"component {component_id} is stopping")

@@ -1,0 +1,64 @@
+"""Host settings, as `lattice up` collects them from flags and LATTICE_* variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lattice.protocol.subjects import check_token
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lattice"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Execution limits applied to every component unless its scale request overrides them."""
+
+    timeout_ms: int = 10_000
+    memory_mb: int = 512
+
+    def merged(self, timeout_ms: int | None, memory_mb: int | None) -> Limits:
+        return Limits(
+            timeout_ms=timeout_ms if timeout_ms is not None else self.timeout_ms,
+            memory_mb=memory_mb if memory_mb is not None else self.memory_mb,
+        )
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    nats_url: str = "nats://127.0.0.1:4222"
+    lattice: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    host_seed: str | None = None
+    heartbeat_interval: float = 30.0
+    data_dir: Path = field(default_factory=default_data_dir)
+    limits: Limits = field(default_factory=Limits)
+    embedded_nats: bool = True
+    nats_connect_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_token(self.lattice, "lattice name")
+        if self.heartbeat_interval <= 0:
+            raise ValueError("heartbeat interval must be positive")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """`["zone=a", "gpu=true"]` → dict; refuses malformed items and reserved keys."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"label {item!r} must look like key=value")
+        if key.startswith("hostcore."):
+            raise ValueError(f"label {key!r}: keys starting with 'hostcore.' are set by the host")
+        labels[key] = value
+    return labels

@@ -1,0 +1,204 @@
+"""The control interface: one routing table from subject tokens to typed handlers.
+
+Subscriptions (see `subscriptions`):
+- `wasmbus.ctl.v1.{lattice}.*.*.{host_id}`: operations addressed to this host. A wrong
+  host id reaches nobody, so the client gets NATS "no responders" at once.
+- `host.ping`, `component.auction`, `provider.auction`: every host hears them; auctions
+  are answered only by hosts whose labels satisfy the constraints.
+- `wasmbus.ctl.v1.{lattice}.*.*` in a queue group: exactly one host answers operations
+  served lattice-wide, and tells the client when a subject is unknown or lacks its
+  host id — never silence.
+
+Every handler gets the raw body, validates it into a protocol model, and returns a
+`CtlReply`, or None to stay silent. A handler never raises to NATS: anything
+unexpected becomes `success: false` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import structlog
+from nats.aio.msg import Msg
+
+from lattice.protocol import envelope, subjects
+from lattice.protocol.envelope import CtlReply
+from lattice.protocol.messages import (
+    ComponentAuctionAck,
+    ComponentAuctionRequest,
+    HostStopRequest,
+    LabelDelRequest,
+    LabelPutRequest,
+    RequestError,
+    ScaleComponentRequest,
+    UpdateComponentRequest,
+    parse,
+)
+
+if TYPE_CHECKING:
+    from host.host import Host
+
+log = structlog.get_logger("lattice.ctl")
+
+Handler = Callable[["ControlInterface", bytes], Awaitable[CtlReply | None]]
+
+
+class Scope(Enum):
+    HOST = "host"  # subject ends with this host's id
+    BROADCAST = "broadcast"  # every host hears and may answer
+
+
+@dataclass(frozen=True)
+class Route:
+    scope: Scope
+    handler: Handler
+
+
+class ControlInterface:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- subscriptions --------------------------------------------------------
+
+    def subscriptions(self) -> list[tuple[str, str | None, Callable[[Msg], Awaitable[None]]]]:
+        """(subject, queue group, callback) for every control subscription of this host."""
+        lat, hid = self.host.lattice, self.host.host_id
+        direct = self._callback(lattice_wide=False)
+        subs: list[tuple[str, str | None, Callable[[Msg], Awaitable[None]]]] = [
+            (f"{subjects.CTL_PREFIX}.{lat}.*.*.{hid}", None, direct)
+        ]
+        subs += [
+            (subjects.ctl(lat, *op.split(".")), None, direct)
+            for op, r in ROUTES.items()
+            if r.scope is Scope.BROADCAST
+        ]
+        subs.append((f"{subjects.CTL_PREFIX}.{lat}.*.*", f"ctl.{lat}", self._callback(True)))
+        return subs
+
+    def _callback(self, lattice_wide: bool) -> Callable[[Msg], Awaitable[None]]:
+        async def on_message(msg: Msg) -> None:
+            reply = await self.dispatch(msg.subject, msg.data, lattice_wide=lattice_wide)
+            if reply is not None and msg.reply:
+                await self.host.nc.publish(msg.reply, reply.to_bytes())
+
+        return on_message
+
+    async def dispatch(
+        self, subject: str, data: bytes, *, lattice_wide: bool = False
+    ) -> CtlReply | None:
+        """Route one control message; `lattice_wide` marks the queue-group subscription,
+        whose job is only what no per-host or broadcast subscription answers."""
+        parsed = subjects.parse_ctl(subject)
+        if parsed is None or parsed.lattice != self.host.lattice:
+            return None
+        route = ROUTES.get(parsed.operation)
+        if lattice_wide and route is not None and route.scope is Scope.BROADCAST:
+            return None
+        if route is None:
+            if parsed.target is not None and parsed.target != self.host.host_id:
+                return None
+            known = ", ".join(sorted(ROUTES))
+            return envelope.fail(
+                f"unknown control operation {parsed.operation!r} on {subject}; "
+                f"this host serves: {known}"
+            )
+        if route.scope is Scope.HOST:
+            if parsed.target is None:
+                return envelope.fail(
+                    f"{parsed.operation} must be addressed to a host: "
+                    f"{subjects.ctl(parsed.lattice, parsed.noun, parsed.verb, '<host_id>')}"
+                )
+            if parsed.target != self.host.host_id:
+                return None
+        elif parsed.target is not None:
+            return envelope.fail(f"{parsed.operation} takes no host id in its subject")
+        try:
+            return await route.handler(self, data)
+        except RequestError as exc:
+            return envelope.fail(f"invalid {parsed.operation} request: {exc}")
+        except Exception as exc:
+            log.exception("control handler failed", operation=parsed.operation)
+            return envelope.fail(f"{parsed.operation} failed: {type(exc).__name__}: {exc}")
+
+    def _background(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- handlers -------------------------------------------------------------
+
+    async def host_ping(self, data: bytes) -> CtlReply:
+        return envelope.ok(self.host.ping().model_dump())
+
+    async def host_get(self, data: bytes) -> CtlReply:
+        return envelope.ok(self.host.inventory().model_dump())
+
+    async def host_stop(self, data: bytes) -> CtlReply:
+        req = parse(HostStopRequest, data) if data.strip() else HostStopRequest()
+        self._background(self.host.request_stop("stop requested over the control interface"))
+        return envelope.ok(
+            message=f"host {self.host.host_id} is stopping", response=req.model_dump()
+        )
+
+    async def component_scale(self, data: bytes) -> CtlReply:
+        req = parse(ScaleComponentRequest, data)
+        refusal = self.host.components.check_scale(req)
+        if refusal is not None:
+            return envelope.fail(refusal)
+        self._background(self.host.components.scale(req))
+        return envelope.ok(message=f"scaling {req.component_id} to {req.count}")
+
+    async def component_update(self, data: bytes) -> CtlReply:
+        req = parse(UpdateComponentRequest, data)
+        if req.component_id not in self.host.components.running:
+            return envelope.fail(f"component {req.component_id} is not running on this host")
+        self._background(self.host.components.update(req))
+        return envelope.ok(message=f"updating {req.component_id} to {req.new_component_ref}")
+
+    async def component_auction(self, data: bytes) -> CtlReply | None:
+        req = parse(ComponentAuctionRequest, data)
+        labels = self.host.labels
+        if any(labels.get(k) != v for k, v in req.constraints.items()):
+            return None
+        if req.component_id in self.host.components.running:
+            return None
+        ack = ComponentAuctionAck(
+            component_ref=req.component_ref,
+            component_id=req.component_id,
+            constraints=req.constraints,
+            host_id=self.host.host_id,
+        )
+        return envelope.ok(ack.model_dump())
+
+    async def label_put(self, data: bytes) -> CtlReply:
+        req = parse(LabelPutRequest, data)
+        await self.host.set_label(req.key, req.value)
+        return envelope.ok(message=f"label {req.key} set")
+
+    async def label_del(self, data: bytes) -> CtlReply:
+        req = parse(LabelDelRequest, data)
+        if req.key not in self.host.labels:
+            return envelope.fail(f"label {req.key!r} is not set on this host")
+        await self.host.set_label(req.key, None)
+        return envelope.ok(message=f"label {req.key} removed")
+
+    async def wait_background(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+ROUTES: dict[str, Route] = {
+    "host.ping": Route(Scope.BROADCAST, ControlInterface.host_ping),
+    "host.get": Route(Scope.HOST, ControlInterface.host_get),
+    "host.stop": Route(Scope.HOST, ControlInterface.host_stop),
+    "component.scale": Route(Scope.HOST, ControlInterface.component_scale),
+    "component.update": Route(Scope.HOST, ControlInterface.component_update),
+    "component.auction": Route(Scope.BROADCAST, ControlInterface.component_auction),
+    "label.put": Route(Scope.HOST, ControlInterface.label_put),
+    "label.del": Route(Scope.HOST, ControlInterface.label_del),
+}

@@ -1,0 +1,276 @@
+"""The host process: joins a lattice, answers the control interface, runs components.
+
+Start-up: connect to NATS (starting an embedded nats-server when nothing answers at a
+local URL), subscribe to the control subjects, announce `host_started`, then heartbeat
+with the full inventory. Stop (SIGINT/SIGTERM or `host.stop`): stop taking control
+requests, stop every component after its in-flight calls end, announce `host_stopped`,
+close the connection and the embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+import time
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
+
+from host.components import ComponentManager
+from host.config import HostConfig
+from host.ctl import ControlInterface
+from host.identity import HostIdentity, builtin_labels, load_identity
+from host.runtime.engine import CompileCache, EpochTicker, new_engine
+from lattice import natsd
+from lattice.protocol import events, subjects
+from lattice.protocol.messages import HostInventory, HostPing
+from lattice.version import VERSION
+
+log = structlog.get_logger("lattice.host")
+
+
+class HostStartError(RuntimeError):
+    """The host cannot start; the message says why and what to do."""
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{d}d"] if d else []
+    parts += [f"{h}h"] if h else []
+    parts += [f"{m}m"] if m else []
+    return " ".join([*parts, f"{s}s"])
+
+
+class Host:
+    def __init__(self, config: HostConfig, identity: HostIdentity | None = None) -> None:
+        self.config = config
+        self.identity = identity or load_identity(config.host_seed)
+        self.lattice = config.lattice
+        self.labels: dict[str, str] = {**builtin_labels(), **config.labels}
+        self.started_at = time.time()
+        self.nc: NATS = NATS()
+        self.embedded: natsd.EmbeddedNats | None = None
+        self.engine = new_engine()
+        self.ticker = EpochTicker(self.engine)
+        self.cache = CompileCache(self.engine, config.cache_dir)
+        self.ctl = ControlInterface(self)
+        self.components: ComponentManager
+        self._subs: list[Subscription] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._stop_task: asyncio.Future[None] | None = None
+        self._log = log.bind(host_id=self.host_id, lattice=self.lattice)
+
+    @property
+    def host_id(self) -> str:
+        return self.identity.host_id
+
+    @property
+    def friendly_name(self) -> str:
+        return self.identity.friendly_name
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        url = await self._ensure_nats()
+        try:
+            self.nc = await nats.connect(
+                url,
+                name=f"lattice-host {self.friendly_name}",
+                connect_timeout=self.config.nats_connect_timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                error_cb=self._on_nats_error,
+                disconnected_cb=self._on_disconnect,
+                reconnected_cb=self._on_reconnect,
+            )
+        except Exception as exc:
+            await self._stop_embedded()
+            raise HostStartError(f"cannot connect to NATS at {url}: {exc}") from None
+        self.ticker.start()
+        self.components = ComponentManager(
+            nc=self.nc,
+            lattice=self.lattice,
+            host_id=self.host_id,
+            engine=self.engine,
+            cache=self.cache,
+            default_limits=self.config.limits,
+            publish_event=self.publish_event,
+        )
+        for subject, queue, cb in self.ctl.subscriptions():
+            self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
+        await self.nc.flush()
+        await self.publish_event(
+            "host_started", events.host_started(self.host_id, self.friendly_name, self.labels)
+        )
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        self._log.info(
+            "host started",
+            friendly_name=self.friendly_name,
+            nats_url=url,
+            embedded_nats=self.embedded is not None,
+            labels=self.labels,
+        )
+
+    async def _ensure_nats(self) -> str:
+        url = self.config.nats_url
+        try:
+            local = natsd.is_local(url)
+        except natsd.NatsServerError as exc:
+            raise HostStartError(str(exc)) from None
+        if await natsd.answers(url, timeout=self.config.nats_connect_timeout if not local else 1.0):
+            return url
+        if not local:
+            raise HostStartError(
+                f"no NATS server answers at {url}; start one there or point --nats-url "
+                "at a reachable server (an embedded server is only started for local URLs)"
+            )
+        if not self.config.embedded_nats:
+            raise HostStartError(f"no NATS server answers at {url} and --no-embedded-nats is set")
+        host, port = natsd.split_url(url)
+        host = "127.0.0.1" if host in ("localhost", "") else host
+        nats_dir = self.config.data_dir / "nats"
+        self.embedded = natsd.EmbeddedNats(
+            host=host, port=port, store_dir=nats_dir / "jetstream", log_file=nats_dir / "nats.log"
+        )
+        try:
+            await self.embedded.start()
+        except natsd.NatsServerError as exc:
+            self.embedded = None
+            raise HostStartError(f"could not start the embedded NATS server: {exc}") from None
+        self._log.info(
+            "no NATS server answered; started an embedded nats-server with JetStream",
+            url=self.embedded.url,
+            store_dir=str(self.embedded.store_dir),
+            log_file=str(self.embedded.log_file),
+        )
+        return self.embedded.url
+
+    async def run(self) -> None:
+        """Start, then serve until a signal or `host.stop` arrives."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._signal_stop, sig)
+        await self._stopped.wait()
+
+    def _signal_stop(self, sig: signal.Signals) -> None:
+        self._stop_task = asyncio.ensure_future(self.request_stop(f"received {sig.name}"))
+
+    async def request_stop(self, reason: str) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        await asyncio.sleep(0.05)  # let the control reply that asked for this go out
+        try:
+            await self.stop(reason)
+        finally:
+            self._stopped.set()
+
+    async def stop(self, reason: str = "host stopped") -> None:
+        self._stopping = True
+        self._log.info("host stopping", reason=reason)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if hasattr(self, "components"):
+            await self.components.stop_all()
+        gc.collect()  # drop dead stores now, not in wasmtime's threads at interpreter exit
+        await self.publish_event(
+            "host_stopped", events.host_stopped(self.host_id, self.labels, reason)
+        )
+        if self.nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+        self.ticker.stop()
+        await self._stop_embedded()
+        self._log.info("host stopped")
+
+    async def _stop_embedded(self) -> None:
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None
+
+    # -- NATS callbacks -------------------------------------------------------
+
+    async def _on_nats_error(self, exc: Exception) -> None:
+        self._log.warning("NATS error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnect(self) -> None:
+        if not self._stopping:
+            self._log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnect(self) -> None:
+        self._log.info(
+            "reconnected to NATS",
+            url=str(self.nc.connected_url.netloc if self.nc.connected_url else ""),
+        )
+
+    # -- events and state -----------------------------------------------------
+
+    async def publish_event(self, event_type: str, data: dict[str, Any]) -> None:
+        body = events.encode(events.cloud_event(self.host_id, event_type, data))
+        try:
+            await self.nc.publish(subjects.event(self.lattice, event_type), body)
+        except Exception as exc:
+            self._log.warning("could not publish event", event_type=event_type, error=str(exc))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self.publish_event(
+                "host_heartbeat", events.host_heartbeat(self.inventory().model_dump())
+            )
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    async def set_label(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.labels.pop(key, None)
+        else:
+            self.labels[key] = value
+        await self.publish_event("labels_changed", events.labels_changed(self.host_id, self.labels))
+
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
+    def ping(self) -> HostPing:
+        up = self.uptime()
+        return HostPing(
+            id=self.host_id,
+            friendly_name=self.friendly_name,
+            labels=self.labels,
+            lattice=self.lattice,
+            version=VERSION,
+            uptime_seconds=int(up),
+            uptime_human=human_duration(up),
+        )
+
+    def inventory(self) -> HostInventory:
+        up = self.uptime()
+        return HostInventory(
+            host_id=self.host_id,
+            friendly_name=self.friendly_name,
+            lattice=self.lattice,
+            labels=dict(self.labels),
+            components=self.components.describe() if hasattr(self, "components") else [],
+            providers=[],
+            version=VERSION,
+            uptime_seconds=int(up),
+            uptime_human=human_duration(up),
+        )

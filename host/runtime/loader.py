@@ -1,0 +1,81 @@
+"""Turn a component reference into a ready pool: fetch, compile (cached), inspect, warm.
+
+All blocking steps (compile/deserialize, the first instantiation) run in worker threads.
+The first instance is created here, before the component is announced, so a component
+whose imports the host cannot satisfy fails its scale with wasmtime's own message
+naming the missing import, instead of failing its first call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import wasmtime
+from wasmtime.component import Linker
+
+from host.config import Limits
+from host.runtime import artifact
+from host.runtime.engine import CompileCache
+from host.runtime.exports import Export, list_exports
+from host.runtime.pool import InstancePool
+from lattice.protocol.invocation import InvocationError
+
+
+class LoadError(RuntimeError):
+    """The component could not be started; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    fetch_s: float
+    compile_s: float
+    instantiate_s: float
+    cached: bool
+    digest: str
+
+
+def new_linker(engine: wasmtime.Engine) -> Linker:
+    linker = Linker(engine)
+    linker.add_wasip2()
+    return linker
+
+
+async def load_pool(
+    *,
+    component_id: str,
+    ref: str,
+    engine: wasmtime.Engine,
+    cache: CompileCache,
+    limits: Limits,
+    max_instances: int,
+) -> tuple[InstancePool, LoadStats]:
+    t0 = time.perf_counter()
+    try:
+        wasm = await artifact.fetch(ref)
+    except artifact.ArtifactError as exc:
+        raise LoadError(str(exc)) from None
+    t1 = time.perf_counter()
+    try:
+        compiled = await asyncio.to_thread(cache.load, wasm)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise LoadError(f"{ref} is not a valid component: {first}") from None
+    t2 = time.perf_counter()
+    exports: dict[str, Export] = await asyncio.to_thread(list_exports, engine, compiled.component)
+    pool = InstancePool(
+        component_id=component_id,
+        engine=engine,
+        linker=await asyncio.to_thread(new_linker, engine),
+        component=compiled.component,
+        exports=exports,
+        limits=limits,
+        max_instances=max_instances,
+    )
+    try:
+        await asyncio.to_thread(pool.warm_up, 1)
+    except InvocationError as exc:
+        raise LoadError(exc.message) from None
+    t3 = time.perf_counter()
+    return pool, LoadStats(t1 - t0, t2 - t1, t3 - t2, compiled.cached, compiled.digest)

@@ -1,0 +1,53 @@
+"""Say in one line why a component call failed, from wasmtime's error and the guest's stderr.
+
+wasmtime reports a trap as a long wasm backtrace whose useful line is the last one
+(`wasm trap: …`); guests written in Python or Rust print the real reason to stderr
+first (a Python traceback ending in `RuntimeError: …`, or a Rust `panicked at …`
+followed by the message). Pure functions, so they are tested without wasm.
+"""
+
+from __future__ import annotations
+
+import re
+
+_FRAME = re.compile(r"^\s*\d+:\s+0x[0-9a-f]+\s+-")
+
+
+def guest_reason(stderr: str) -> str | None:
+    """The exception or panic message the guest printed last, if any."""
+    lines = stderr.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last)"):
+            for line in lines[i + 1 :]:
+                if line and not line.startswith((" ", "\t")):
+                    return line.strip()
+        if "panicked at" in lines[i] and i + 1 < len(lines):
+            nxt = lines[i + 1].strip()
+            if nxt and nxt != "Python function threw an unexpected exception":
+                return nxt
+    return None
+
+
+def wasmtime_reason(error_text: str) -> str:
+    """The last line of wasmtime's message that is not a backtrace frame."""
+    lines = [ln.strip() for ln in error_text.strip().splitlines() if ln.strip()]
+    meaningful = [
+        ln
+        for ln in lines
+        if not _FRAME.match(ln)
+        and not ln.startswith(("error while executing at wasm backtrace", "note:"))
+    ]
+    return meaningful[-1] if meaningful else (lines[0] if lines else "trap")
+
+
+def summarize(error_text: str, stderr: str) -> str:
+    return guest_reason(stderr) or wasmtime_reason(error_text)
+
+
+def is_interrupt(error_text: str) -> bool:
+    return "interrupt" in wasmtime_reason(error_text).lower()
+
+
+def is_out_of_memory(error_text: str, stderr: str) -> bool:
+    reason = (guest_reason(stderr) or "") + "\n" + wasmtime_reason(error_text)
+    return bool(re.search(r"MemoryError|out of memory|memory allocation|alloc.*fail", reason, re.I))

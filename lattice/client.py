@@ -1,0 +1,292 @@
+"""The async control client used by the CLI, the tests and (later) the controller.
+
+It speaks only the protocol package's messages. Failures come back as `LatticeError`
+with a sentence a person can act on: no host answered, the host refused and why, or
+the call failed at the component (an `InvocationError` with its kind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from lattice import codec, natsd
+from lattice.protocol import subjects
+from lattice.protocol.envelope import CtlReply
+from lattice.protocol.invocation import (
+    ERROR_HEADER,
+    HOST_HEADER,
+    SOURCE_HEADER,
+    InvocationError,
+)
+from lattice.protocol.messages import HostInventory, HostPing
+
+
+class LatticeError(RuntimeError):
+    """A control or call failure, worded for the user."""
+
+
+class LatticeClient:
+    def __init__(self, nc: NATS, lattice: str = "default", timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(
+        cls, url: str, lattice: str = "default", timeout: float = 5.0
+    ) -> LatticeClient:
+        async def quiet(exc: Exception) -> None:
+            """nats-py logs a traceback per failed attempt by default; we report once."""
+
+        try:
+            if not await natsd.answers(url, timeout=min(timeout, 5.0)):
+                raise ConnectionRefusedError(url)
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    connect_timeout=min(timeout, 5.0),
+                    max_reconnect_attempts=0,
+                    allow_reconnect=False,
+                    name="lattice-cli",
+                    error_cb=quiet,
+                ),
+                timeout + 1,
+            )
+        except (Exception, TimeoutError) as exc:
+            raise LatticeError(
+                f"cannot reach NATS at {url} ({type(exc).__name__}); is `lattice up` running?"
+            ) from None
+        return cls(nc, lattice, timeout)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    async def __aenter__(self) -> LatticeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- control requests -----------------------------------------------------
+
+    async def request(self, subject: str, body: dict[str, Any] | None = None) -> CtlReply:
+        data = json.dumps(body or {}).encode()
+        try:
+            msg = await self.nc.request(subject, data, timeout=self.timeout)
+        except NoRespondersError:
+            raise LatticeError(f"nobody answers on {subject}: is the host id right?") from None
+        except NatsTimeout:
+            raise LatticeError(f"no answer on {subject} within {self.timeout:g}s") from None
+        try:
+            reply = CtlReply.from_bytes(msg.data)
+        except ValueError:
+            raise LatticeError(f"malformed reply on {subject}: {msg.data[:200]!r}") from None
+        if not reply.success:
+            raise LatticeError(reply.message)
+        return reply
+
+    async def _collect(
+        self, subject: str, body: dict[str, Any], wait: float
+    ) -> AsyncIterator[CtlReply]:
+        """Publish once and yield every reply as it arrives, until `wait` seconds pass."""
+        inbox = self.nc.new_inbox()
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_reply(msg: Any) -> None:
+            await queue.put(msg.data)
+
+        sub = await self.nc.subscribe(inbox, cb=on_reply)
+        try:
+            await self.nc.publish(subject, json.dumps(body).encode(), reply=inbox)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    data = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+                with contextlib.suppress(ValueError):
+                    reply = CtlReply.from_bytes(data)
+                    if reply.success:
+                        yield reply
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def stream_hosts(
+        self, wait: float = 1.5, expect: int | None = None
+    ) -> AsyncIterator[HostPing]:
+        """Hosts as they answer `host.ping`; stops early once `expect` have answered."""
+        seen = 0
+        async for reply in self._collect(subjects.ctl(self.lattice, "host", "ping"), {}, wait):
+            yield HostPing.model_validate(reply.response)
+            seen += 1
+            if expect is not None and seen >= expect:
+                return
+
+    async def hosts(self, wait: float = 1.5, expect: int | None = None) -> list[HostPing]:
+        return [h async for h in self.stream_hosts(wait, expect)]
+
+    async def inventory(self, host_id: str) -> HostInventory:
+        reply = await self.request(subjects.ctl(self.lattice, "host", "get", host_id))
+        return HostInventory.model_validate(reply.response)
+
+    async def auction_component(
+        self,
+        ref: str,
+        component_id: str,
+        constraints: dict[str, str] | None = None,
+        wait: float = 1.0,
+    ) -> list[str]:
+        body = {
+            "component_ref": ref,
+            "component_id": component_id,
+            "constraints": constraints or {},
+        }
+        subject = subjects.ctl(self.lattice, "component", "auction")
+        return [r.response["host_id"] async for r in self._collect(subject, body, wait)]
+
+    async def stop_host(self, host_id: str) -> str:
+        reply = await self.request(subjects.ctl(self.lattice, "host", "stop", host_id))
+        return reply.message
+
+    async def put_label(self, host_id: str, key: str, value: str) -> None:
+        await self.request(
+            subjects.ctl(self.lattice, "label", "put", host_id), {"key": key, "value": value}
+        )
+
+    async def del_label(self, host_id: str, key: str) -> None:
+        await self.request(subjects.ctl(self.lattice, "label", "del", host_id), {"key": key})
+
+    async def scale_component(
+        self,
+        host_id: str,
+        ref: str,
+        component_id: str,
+        count: int,
+        *,
+        annotations: dict[str, str] | None = None,
+        config: list[str] | None = None,
+        limits: dict[str, int] | None = None,
+        allow_update: bool = False,
+        wait: float | None = 60.0,
+    ) -> dict[str, Any]:
+        """Scale and, unless `wait` is None, wait for the outcome event; returns its data."""
+        body: dict[str, Any] = {
+            "component_ref": ref,
+            "component_id": component_id,
+            "count": count,
+            "annotations": annotations or {},
+            "config": config or [],
+            "allow_update": allow_update,
+        }
+        if limits:
+            body["limits"] = limits
+        subject = subjects.ctl(self.lattice, "component", "scale", host_id)
+        return await self._request_and_wait(subject, body, host_id, component_id, wait)
+
+    async def update_component(
+        self, host_id: str, component_id: str, new_ref: str, *, wait: float | None = 60.0
+    ) -> dict[str, Any]:
+        body = {"component_id": component_id, "new_component_ref": new_ref}
+        subject = subjects.ctl(self.lattice, "component", "update", host_id)
+        return await self._request_and_wait(subject, body, host_id, component_id, wait)
+
+    async def _request_and_wait(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        host_id: str,
+        component_id: str,
+        wait: float | None,
+    ) -> dict[str, Any]:
+        if wait is None:
+            reply = await self.request(subject, body)
+            return {"message": reply.message}
+        outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        async def on_event(msg: Any) -> None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                ev = json.loads(msg.data)
+                data = ev["data"]
+                ours = data.get("host_id") == host_id and data.get("component_id") == component_id
+                if ours and not outcome.done():
+                    outcome.set_result(ev)
+
+        subs = [
+            await self.nc.subscribe(subjects.event(self.lattice, t), cb=on_event)
+            for t in ("component_scaled", "component_scale_failed")
+        ]
+        try:
+            await self.request(subject, body)
+            try:
+                ev = await asyncio.wait_for(outcome, wait)
+            except TimeoutError:
+                raise LatticeError(
+                    f"{component_id}: no outcome from host {host_id} within {wait:g}s"
+                ) from None
+        finally:
+            for s in subs:
+                with contextlib.suppress(Exception):
+                    await s.unsubscribe()
+        if ev["type"].endswith("component_scale_failed"):
+            raise LatticeError(f"{component_id}: {ev['data'].get('error', 'scale failed')}")
+        return dict(ev["data"])
+
+    # -- invocations ----------------------------------------------------------
+
+    async def call(
+        self,
+        component_id: str,
+        function: str,
+        args: list[Any] | dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Invoke an exported function; raises InvocationError for a failure at the callee."""
+        value, _host = await self.call_traced(component_id, function, args, timeout=timeout)
+        return value
+
+    async def call_traced(
+        self,
+        component_id: str,
+        function: str,
+        args: list[Any] | dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[Any, str | None]:
+        """Like `call`, also returning the id of the host that served it."""
+        subjects.check_token(component_id, "component id")
+        subject = f"{self.lattice}.{component_id}.rpc.{function}"
+        try:
+            msg = await self.nc.request(
+                subject,
+                codec.pack(args if args is not None else []),
+                timeout=timeout or self.timeout,
+                headers={SOURCE_HEADER: "lattice-cli", "call-id": uuid.uuid4().hex},
+            )
+        except NoRespondersError:
+            raise LatticeError(
+                f"no host runs component {component_id!r} on lattice {self.lattice!r}"
+            ) from None
+        except NatsTimeout:
+            raise LatticeError(
+                f"{component_id}.{function}: no reply within {timeout or self.timeout:g}s"
+            ) from None
+        body = codec.unpack(msg.data)
+        headers = msg.headers or {}
+        kind = headers.get(ERROR_HEADER)
+        if kind is not None:
+            raise InvocationError.from_body(body, kind)
+        return body, headers.get(HOST_HEADER)

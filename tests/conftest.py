@@ -1,0 +1,117 @@
+"""Shared fixtures: a real nats-server per session, built components, in-process hosts.
+
+Every server is started here from pip-installed binaries on a free port and stopped at
+the end; nothing relies on services the machine may already run. Built components and
+compiled artifacts are cached under `.cache/` (gitignored), so only the first session
+on a machine pays for componentize-py and the wasmtime compile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from host.config import HostConfig, Limits
+from host.host import Host
+from lattice import natsd
+from lattice.client import LatticeClient
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, Path]:
+    """Paths of the example components, built once per machine (cached by content)."""
+    from components.build import build
+
+    return {
+        "echo": build("echo", "v1"),
+        "echo-v2": build("echo", "v2"),
+        "runaway": build("runaway"),
+    }
+
+
+@pytest.fixture(scope="session")
+def echo_ref(built: dict[str, Path]) -> str:
+    return built["echo"].as_uri()
+
+
+@pytest.fixture(scope="session")
+def echo_v2_ref(built: dict[str, Path]) -> str:
+    return built["echo-v2"].as_uri()
+
+
+@pytest.fixture(scope="session")
+def runaway_ref(built: dict[str, Path]) -> str:
+    return built["runaway"].as_uri()
+
+
+@pytest.fixture(scope="session")
+async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    d = tmp_path_factory.mktemp("nats")
+    server = natsd.EmbeddedNats(
+        host="127.0.0.1", port=natsd.free_port(), store_dir=d / "js", log_file=d / "nats.log"
+    )
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def lattice_name() -> str:
+    """A fresh lattice per test, so tests sharing one NATS server never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+HostFactory = Callable[..., Awaitable[Host]]
+
+
+@pytest.fixture
+async def start_host(nats_url: str, lattice_name: str) -> AsyncIterator[HostFactory]:
+    hosts: list[Host] = []
+
+    async def factory(
+        labels: dict[str, str] | None = None,
+        limits: Limits | None = None,
+        heartbeat_interval: float = 30.0,
+        lattice: str | None = None,
+    ) -> Host:
+        cfg = HostConfig(
+            nats_url=nats_url,
+            lattice=lattice or lattice_name,
+            labels=labels or {},
+            heartbeat_interval=heartbeat_interval,
+            data_dir=CACHE / "test-host",
+            limits=limits or Limits(),
+            embedded_nats=False,
+        )
+        host = Host(cfg)
+        await host.start()
+        hosts.append(host)
+        return host
+
+    yield factory
+    for h in hosts:
+        if not h._stopping:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(h.stop("test finished"), 30)
+
+
+@pytest.fixture
+async def host(start_host: HostFactory) -> Host:
+    return await start_host()
+
+
+@pytest.fixture
+async def client(nats_url: str, lattice_name: str) -> AsyncIterator[LatticeClient]:
+    c = await LatticeClient.connect(nats_url, lattice_name, timeout=10.0)
+    async with c:
+        yield c

@@ -1,0 +1,139 @@
+"""`lattice up` and the CLI as a user runs them: real processes, embedded NATS, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from host.config import HostConfig
+from host.host import Host, HostStartError
+from lattice import natsd
+
+LATTICE = [sys.executable, "-m", "lattice"]
+
+
+def cli(*args: str, url: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LATTICE, *args, "--nats-url", url, "--lattice", "clitest"],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def wait_for_host(url: str, proc: subprocess.Popen[str], deadline_s: float = 30) -> dict:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"lattice up exited early with {proc.returncode}")
+        r = cli("get", "hosts", "--json", "--timeout", "0.5", url=url)
+        if r.returncode == 0 and r.stdout.strip():
+            return json.loads(r.stdout.splitlines()[0])
+        time.sleep(0.2)
+    raise AssertionError("host never answered host.ping")
+
+
+def test_lattice_up_with_embedded_nats_end_to_end(tmp_path: Path, built: dict[str, Path]) -> None:
+    port = natsd.free_port()
+    url = f"nats://127.0.0.1:{port}"
+    log = (tmp_path / "host.log").open("w+")
+    proc = subprocess.Popen(
+        [*LATTICE, "up", "--nats-url", url, "--lattice", "clitest", "--data-dir", str(tmp_path),
+         "--label", "zone=test", "--log-format", "json", "--heartbeat-interval", "1"],
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        host = wait_for_host(url, proc)
+        assert host["labels"]["zone"] == "test" and host["id"].startswith("N")
+
+        r = cli("scale", "component", str(built["echo"]), "echo", "--count", "2", url=url)
+        assert r.returncode == 0, r.stderr
+        assert f"echo scaled to 2 on {host['id']}" in r.stdout
+
+        r = cli("call", "echo", "echo", '"hi there"', url=url)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == "hi there"
+
+        r = cli("call", "echo", "lattice:examples/types-demo.divide", "1", "0", url=url)
+        assert json.loads(r.stdout) == {"err": "division by zero"}
+
+        r = cli("call", "echo", "reverse-bytes", '{"$bytes": "AAH/"}', url=url)
+        assert json.loads(r.stdout) == {"$bytes": "/wEA"}
+
+        r = cli("call", "echo", "nope", url=url)
+        assert r.returncode == 1
+        assert "unknown-function" in r.stderr and "lattice:examples/echo.echo" in r.stderr
+        assert "Traceback" not in r.stderr
+
+        r = cli("call", "echo", "echo", "{bad", url=url)
+        assert r.returncode == 1 and "argument 1 is not valid JSON" in r.stderr
+
+        r = cli("call", "ghost", "echo", '"x"', url=url)
+        assert r.returncode == 1 and "no host runs component 'ghost'" in r.stderr
+
+        r = cli("get", "inventory", host["id"], "--json", url=url)
+        inv = json.loads(r.stdout)
+        assert [c["id"] for c in inv["components"]] == ["echo"]
+        assert inv["components"][0]["max_instances"] == 2
+
+        r = cli("scale", "component", str(tmp_path / "missing.wasm"), "m", url=url)
+        assert r.returncode == 1 and "no such file" in r.stderr
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    lines = [json.loads(x) for x in log.read().splitlines() if x.startswith("{")]
+    messages = [x["event"] for x in lines]
+    assert any("embedded nats-server" in m for m in messages)
+    assert messages.index("component stopped") < messages.index("host stopped")
+    assert not any("SN" in json.dumps(x) and "seed" in json.dumps(x).lower() for x in lines)
+    r = cli("get", "hosts", "--timeout", "0.3", url=url, timeout=20)
+    assert r.returncode == 1 and "cannot reach NATS" in r.stderr  # embedded server is gone
+
+
+def test_up_refuses_bad_options(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [*LATTICE, "up", "--label", "novalue", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 1 and "key=value" in r.stderr
+    r = subprocess.run(
+        [*LATTICE, "up", "--label", "hostcore.os=dos", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 1 and "hostcore." in r.stderr
+    r = subprocess.run(
+        [*LATTICE, "up", "--host-seed", "SNOTASEED", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 1 and "seed" in r.stderr and "SNOTASEED" not in r.stderr
+
+
+async def test_unreachable_nats_is_a_clear_error(tmp_path: Path) -> None:
+    port = natsd.free_port()
+    local = Host(HostConfig(nats_url=f"nats://127.0.0.1:{port}", data_dir=tmp_path, embedded_nats=False))
+    with pytest.raises(HostStartError, match="no NATS server answers"):
+        await local.start()
+    remote = Host(HostConfig(nats_url="nats://nats.lattice-test.invalid:4222", data_dir=tmp_path))
+    with pytest.raises(HostStartError, match="embedded server is only started for local URLs"):
+        await remote.start()
+
+
+def test_help_lists_the_commands() -> None:
+    r = subprocess.run([*LATTICE, "--help"], capture_output=True, text=True, timeout=60)
+    for word in ("up", "get", "scale", "call", "update"):
+        assert word in r.stdout
+    r = subprocess.run([*LATTICE, "up", "--help"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "200"})
+    for opt in ("--nats-url", "--lattice", "--label", "--host-seed", "--heartbeat-interval",
+                "--data-dir", "--log-format", "--log-level", "LATTICE_NATS_URL"):
+        assert opt in r.stdout, opt
