@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,6 +84,7 @@ async def main(argv: list[str]) -> None:
     ap.add_argument("--calls", type=int, default=2000, help="sequential calls per side")
     ap.add_argument("--total", type=int, default=10000, help="calls in the in-flight run")
     ap.add_argument("--inflight", type=int, default=100)
+    ap.add_argument("--count", type=int, default=100, help="instances of the echo component")
     args = ap.parse_args(argv)
 
     from components.build import build
@@ -103,8 +103,20 @@ async def main(argv: list[str]) -> None:
         procs.append(raw)
         assert raw.stdout is not None and raw.stdout.readline().strip() == b"ready"
         host = subprocess.Popen(
-            [sys.executable, "-m", "lattice", "up", "--nats-url", url, "--lattice", lattice,
-             "--data-dir", str(tmp / "host"), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "lattice",
+                "up",
+                "--nats-url",
+                url,
+                "--lattice",
+                lattice,
+                "--data-dir",
+                str(tmp / "host"),
+                "--log-level",
+                "warning",
+            ],
         )
         procs.append(host)
         host_id = await wait_ready(host, url, lattice)
@@ -118,7 +130,7 @@ async def main(argv: list[str]) -> None:
         cold = time.perf_counter() - t
         await client.scale_component(host_id, ref, "echo", 0)
         t = time.perf_counter()
-        await client.scale_component(host_id, ref, "echo", 100)
+        await client.scale_component(host_id, ref, "echo", args.count)
         warm = time.perf_counter() - t
 
         # -- latency and throughput ---------------------------------------------
@@ -140,14 +152,26 @@ async def main(argv: list[str]) -> None:
 
         p50r, p50l = pct(raw_seq, 0.5), pct(lat_seq, 0.5)
         rows = [
-            ("p50, one at a time", f"{p50r * 1e6:.0f} µs", f"{p50l * 1e6:.0f} µs",
-             f"+{(p50l - p50r) * 1e6:.0f} µs"),
-            ("p99, one at a time", f"{pct(raw_seq, 0.99) * 1e6:.0f} µs",
-             f"{pct(lat_seq, 0.99) * 1e6:.0f} µs", ""),
-            (f"calls/s, {args.inflight} in flight", f"{raw_tp:,.0f}", f"{lat_tp:,.0f}",
-             f"{lat_tp / raw_tp:.2f}×"),
+            (
+                "p50, one at a time",
+                f"{p50r * 1e6:.0f} µs",
+                f"{p50l * 1e6:.0f} µs",
+                f"+{(p50l - p50r) * 1e6:.0f} µs",
+            ),
+            (
+                "p99, one at a time",
+                f"{pct(raw_seq, 0.99) * 1e6:.0f} µs",
+                f"{pct(lat_seq, 0.99) * 1e6:.0f} µs",
+                "",
+            ),
+            (
+                f"calls/s, {args.inflight} in flight",
+                f"{raw_tp:,.0f}",
+                f"{lat_tp:,.0f}",
+                f"{lat_tp / raw_tp:.2f}×",
+            ),
             ("component start, cold compile cache", "", f"{cold:.2f} s", ""),
-            ("component start, warm cache (count 100)", "", f"{warm:.2f} s", ""),
+            (f"component start, warm cache (count {args.count})", "", f"{warm:.2f} s", ""),
             ("0 → 100 warm instances", "", f"{scale_s:.2f} s", ""),
             ("memory per warm instance", "", f"{per_inst / 2**20:.1f} MiB", ""),
         ]
@@ -174,8 +198,12 @@ async def scale_to_100(echo: Path, data_dir: Path) -> tuple[float, float]:
     ticker.start()
     cache = CompileCache(engine, data_dir)
     pool, _ = await load_pool(
-        component_id="echo", ref=echo.as_uri(), engine=engine, cache=cache,
-        limits=Limits(), max_instances=100,
+        component_id="echo",
+        ref=echo.as_uri(),
+        engine=engine,
+        cache=cache,
+        limits=Limits(),
+        max_instances=100,
     )
     before = rss_bytes(os.getpid())
     t = time.perf_counter()
@@ -197,8 +225,9 @@ def print_table(rows: list[tuple[str, str, str, str]]) -> None:
 def save(rows: list[tuple[str, str, str, str]]) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "invoke.json").write_text(
-        json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, indent=1,
-                   ensure_ascii=False)
+        json.dumps(
+            {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, indent=1, ensure_ascii=False
+        )
     )
 
 

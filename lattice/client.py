@@ -26,9 +26,15 @@ from lattice.protocol.invocation import (
     ERROR_HEADER,
     HOST_HEADER,
     SOURCE_HEADER,
+    TRACEPARENT_HEADER,
     InvocationError,
 )
 from lattice.protocol.messages import HostInventory, HostPing
+
+
+def new_traceparent() -> str:
+    """A W3C trace context for a call that starts here (version 00, sampled)."""
+    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
 
 
 class LatticeError(RuntimeError):
@@ -255,7 +261,7 @@ class LatticeClient:
         timeout: float | None = None,
     ) -> Any:
         """Invoke an exported function; raises InvocationError for a failure at the callee."""
-        value, _host = await self.call_traced(component_id, function, args, timeout=timeout)
+        value, _host = await self._call(component_id, function, args, timeout, None)
         return value
 
     async def call_traced(
@@ -267,6 +273,17 @@ class LatticeClient:
         timeout: float | None = None,
     ) -> tuple[Any, str | None]:
         """Like `call`, also returning the id of the host that served it."""
+        headers = {SOURCE_HEADER: "lattice-cli", TRACEPARENT_HEADER: new_traceparent()}
+        return await self._call(component_id, function, args, timeout, headers)
+
+    async def _call(
+        self,
+        component_id: str,
+        function: str,
+        args: list[Any] | dict[str, Any] | None,
+        timeout: float | None,
+        headers: dict[str, str] | None,
+    ) -> tuple[Any, str | None]:
         subjects.check_token(component_id, "component id")
         subject = f"{self.lattice}.{component_id}.rpc.{function}"
         try:
@@ -274,7 +291,7 @@ class LatticeClient:
                 subject,
                 codec.pack(args if args is not None else []),
                 timeout=timeout or self.timeout,
-                headers={SOURCE_HEADER: "lattice-cli", "call-id": uuid.uuid4().hex},
+                headers=headers,
             )
         except NoRespondersError:
             raise LatticeError(

@@ -22,7 +22,9 @@ LATTICE = [sys.executable, "-m", "lattice"]
 def cli(*args: str, url: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*LATTICE, *args, "--nats-url", url, "--lattice", "clitest"],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -43,9 +45,25 @@ def test_lattice_up_with_embedded_nats_end_to_end(tmp_path: Path, built: dict[st
     url = f"nats://127.0.0.1:{port}"
     log = (tmp_path / "host.log").open("w+")
     proc = subprocess.Popen(
-        [*LATTICE, "up", "--nats-url", url, "--lattice", "clitest", "--data-dir", str(tmp_path),
-         "--label", "zone=test", "--log-format", "json", "--heartbeat-interval", "1"],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
+        [
+            *LATTICE,
+            "up",
+            "--nats-url",
+            url,
+            "--lattice",
+            "clitest",
+            "--data-dir",
+            str(tmp_path),
+            "--label",
+            "zone=test",
+            "--log-format",
+            "json",
+            "--heartbeat-interval",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         host = wait_for_host(url, proc)
@@ -103,24 +121,32 @@ def test_lattice_up_with_embedded_nats_end_to_end(tmp_path: Path, built: dict[st
 def test_up_refuses_bad_options(tmp_path: Path) -> None:
     r = subprocess.run(
         [*LATTICE, "up", "--label", "novalue", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 1 and "key=value" in r.stderr
     r = subprocess.run(
         [*LATTICE, "up", "--label", "hostcore.os=dos", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 1 and "hostcore." in r.stderr
     r = subprocess.run(
         [*LATTICE, "up", "--host-seed", "SNOTASEED", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 1 and "seed" in r.stderr and "SNOTASEED" not in r.stderr
 
 
 async def test_unreachable_nats_is_a_clear_error(tmp_path: Path) -> None:
     port = natsd.free_port()
-    local = Host(HostConfig(nats_url=f"nats://127.0.0.1:{port}", data_dir=tmp_path, embedded_nats=False))
+    local = Host(
+        HostConfig(nats_url=f"nats://127.0.0.1:{port}", data_dir=tmp_path, embedded_nats=False)
+    )
     with pytest.raises(HostStartError, match="no NATS server answers"):
         await local.start()
     remote = Host(HostConfig(nats_url="nats://nats.lattice-test.invalid:4222", data_dir=tmp_path))
@@ -132,8 +158,22 @@ def test_help_lists_the_commands() -> None:
     r = subprocess.run([*LATTICE, "--help"], capture_output=True, text=True, timeout=60)
     for word in ("up", "get", "scale", "call", "update"):
         assert word in r.stdout
-    r = subprocess.run([*LATTICE, "up", "--help"], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "COLUMNS": "200"})
-    for opt in ("--nats-url", "--lattice", "--label", "--host-seed", "--heartbeat-interval",
-                "--data-dir", "--log-format", "--log-level", "LATTICE_NATS_URL"):
+    r = subprocess.run(
+        [*LATTICE, "up", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    for opt in (
+        "--nats-url",
+        "--lattice",
+        "--label",
+        "--host-seed",
+        "--heartbeat-interval",
+        "--data-dir",
+        "--log-format",
+        "--log-level",
+        "LATTICE_NATS_URL",
+    ):
         assert opt in r.stdout, opt

@@ -16,6 +16,7 @@ No componentize-py: components are written as component-model WAT here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -469,3 +470,54 @@ def test_wasmtime_quirks_are_real() -> None:
     for t, wire in ((int_then_bool, {"b": True}), (greedy, {"err": "boom"})):
         with pytest.raises(UnsupportedValue, match="cannot be passed through wasmtime-py 50"):
             lift(t, wire)
+
+
+# ---------------------------------------------------------------- a real componentize-py build
+
+_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "components"
+_S32, _S64, _U64 = Prim("s32"), Prim("s64"), Prim("u64")
+_DEMO_POINT = RecordT((("x", _S32), ("y", _S32)))
+_DEMO_PERSON = RecordT(
+    (("name", STRING), ("age", U8), ("email", OptionT(STRING)), ("tags", ListT(STRING)))
+)
+_DEMO_SHAPE = VariantT((("circle", Prim("f64")), ("rectangle", _DEMO_POINT), ("empty", None)))
+_DEMO_PERMS = FlagsT(("read", "write", "exec"))
+TYPES_DEMO: dict[str, FuncSig] = {  # components/wit/examples.wit, interface types-demo
+    "greet": FuncSig((("p", _DEMO_PERSON),), STRING),
+    "area": FuncSig((("s", _DEMO_SHAPE),), Prim("f64")),
+    "divide": FuncSig((("a", _S32), ("b", _S32)), ResultT(_S32, STRING)),
+    "sum": FuncSig((("xs", ListT(_S64)),), _S64),
+    "find": FuncSig((("people", ListT(_DEMO_PERSON)), ("name", STRING)), OptionT(_DEMO_PERSON)),
+    "swap": FuncSig((("t", TupleT((STRING, U32))),), TupleT((U32, STRING))),
+    "next-color": FuncSig((("c", COLOR),), COLOR),
+    "grant": FuncSig((("p", _DEMO_PERMS), ("extra", _DEMO_PERMS)), _DEMO_PERMS),
+    "reverse-bytes": FuncSig((("b", ListT(U8)),), ListT(U8)),
+    "first-char": FuncSig((("s", STRING),), OptionT(Prim("char"))),
+    "nested": FuncSig((("o", NESTED),), NESTED),
+    "floats": FuncSig((("a", Prim("f32")), ("b", Prim("f64"))), TupleT((Prim("f32"), Prim("f64")))),
+    "extremes": FuncSig(
+        (("a", _U64), ("b", _S64), ("c", U8), ("d", Prim("s8"))),
+        TupleT((_U64, _S64, U8, Prim("s8"))),
+    ),
+    "check": FuncSig((("ok", Prim("bool")),), ResultT(None, STRING)),
+    "fail": FuncSig((("msg", STRING),), STRING),
+    "hits": FuncSig((), _U64),
+}
+
+
+@pytest.mark.slow  # compiling the 18 MB component takes seconds
+def test_types_demo_signatures_from_a_componentize_py_build() -> None:
+    built = sorted(_CACHE.glob("echo-*.wasm"))
+    if not built:
+        pytest.skip("no built echo component in .cache/components (see components/build.py)")
+    config = wasmtime.Config()
+    config.cranelift_opt_level = "none"  # only the types are needed: compile fast
+    engine = wasmtime.Engine(config)
+    component = wc.Component.from_file(engine, str(built[0]))
+    instance = component.type.exports(engine)["lattice:examples/types-demo@0.1.0"].ty
+    sigs = {
+        name: FuncSig.from_wasmtime(item.ty)
+        for name, item in instance.exports(engine).items()
+        if isinstance(item.ty, wc.FuncType)
+    }
+    assert sigs == TYPES_DEMO
