@@ -54,6 +54,10 @@ class ComponentSpec:
 COMPONENTS: dict[str, ComponentSpec] = {
     "echo": ComponentSpec("echo", "echo-world", ("v1", "v2")),
     "runaway": ComponentSpec("runaway", "runaway-world", (None,)),
+    "counter": ComponentSpec("counter", "counter-world", (None,)),
+    "kvtool": ComponentSpec("kvtool", "kvtool-world", (None,)),
+    "greeter": ComponentSpec("greeter", "greeter-world", (None,)),
+    "caller": ComponentSpec("caller", "caller-world", (None,)),
 }
 
 

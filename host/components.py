@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 from host.config import Limits
 from host.runtime.engine import CompileCache
 from host.runtime.exports import UnknownFunction, resolve
+from host.runtime.imports import ImportBridge
 from host.runtime.loader import LoadError, load_pool
 from host.runtime.pool import InstancePool, PoolClosed
 from lattice import codec
@@ -80,6 +81,7 @@ class ComponentManager:
         cache: CompileCache,
         default_limits: Limits,
         publish_event: PublishEvent,
+        bridge: ImportBridge | None = None,
     ) -> None:
         self.nc = nc
         self.lattice = lattice
@@ -88,6 +90,7 @@ class ComponentManager:
         self.cache = cache
         self.default_limits = default_limits
         self.publish_event = publish_event
+        self.bridge = bridge
         self.running: dict[str, RunningComponent] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._outbox: collections.deque[tuple[str, bytes, dict[str, str] | None]] = (
@@ -99,6 +102,10 @@ class ComponentManager:
 
     def _lock(self, component_id: str) -> asyncio.Lock:
         return self._locks.setdefault(component_id, asyncio.Lock())
+
+    def config_names(self, component_id: str) -> list[str]:
+        rc = self.running.get(component_id)
+        return rc.config if rc is not None else []
 
     def describe(self) -> list[ComponentDescription]:
         return [rc.describe() for rc in self.running.values()]
@@ -149,6 +156,7 @@ class ComponentManager:
                 cache=self.cache,
                 limits=limits,
                 max_instances=req.count,
+                bridge=self.bridge,
             )
             rc = RunningComponent(
                 id=req.component_id,
@@ -234,6 +242,7 @@ class ComponentManager:
             cache=self.cache,
             limits=limits,
             max_instances=count,
+            bridge=self.bridge,
         )
         old = rc.pool
         rc.pool, rc.image_ref, rc.digest, rc.limits = new_pool, ref, stats.digest, limits

@@ -39,6 +39,7 @@ class HostConfig:
     limits: Limits = field(default_factory=Limits)
     embedded_nats: bool = True
     nats_connect_timeout: float = 5.0
+    provider_health_interval: float = 30.0
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")

@@ -17,6 +17,7 @@ unexpected becomes `success: false` with the reason.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -25,16 +26,21 @@ from typing import TYPE_CHECKING
 import structlog
 from nats.aio.msg import Msg
 
+from host.state import StateError
 from lattice.protocol import envelope, subjects
 from lattice.protocol.envelope import CtlReply
+from lattice.protocol.links import LinkDelRequest, LinkPutRequest, NamedConfig, config_key
 from lattice.protocol.messages import (
     ComponentAuctionAck,
     ComponentAuctionRequest,
     HostStopRequest,
     LabelDelRequest,
     LabelPutRequest,
+    ProviderAuctionRequest,
     RequestError,
     ScaleComponentRequest,
+    StartProviderRequest,
+    StopProviderRequest,
     UpdateComponentRequest,
     parse,
 )
@@ -44,12 +50,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lattice.ctl")
 
-Handler = Callable[["ControlInterface", bytes], Awaitable[CtlReply | None]]
+Handler = Callable[["ControlInterface", bytes, str | None], Awaitable[CtlReply | None]]
 
 
 class Scope(Enum):
     HOST = "host"  # subject ends with this host's id
     BROADCAST = "broadcast"  # every host hears and may answer
+    LATTICE = "lattice"  # shared state: exactly one host (a queue group) answers
+    NAMED = "named"  # like LATTICE, with a name as the last token (config.put.{name})
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,11 @@ class ControlInterface:
             for op, r in ROUTES.items()
             if r.scope is Scope.BROADCAST
         ]
-        subs.append((f"{subjects.CTL_PREFIX}.{lat}.*.*", f"ctl.{lat}", self._callback(True)))
+        shared = self._callback(lattice_wide=True)
+        subs.append((f"{subjects.CTL_PREFIX}.{lat}.*.*", f"ctl.{lat}", shared))
+        for op, r in ROUTES.items():
+            if r.scope is Scope.NAMED:
+                subs.append((subjects.ctl(lat, *op.split("."), "*"), f"ctl.{lat}", shared))
         return subs
 
     def _callback(self, lattice_wide: bool) -> Callable[[Msg], Awaitable[None]]:
@@ -97,8 +109,12 @@ class ControlInterface:
         if parsed is None or parsed.lattice != self.host.lattice:
             return None
         route = ROUTES.get(parsed.operation)
-        if lattice_wide and route is not None and route.scope is Scope.BROADCAST:
-            return None
+        if route is not None:
+            shared = route.scope in (Scope.LATTICE, Scope.NAMED)
+            if lattice_wide and route.scope is Scope.BROADCAST:
+                return None
+            if not lattice_wide and shared:
+                return None  # the queue-group subscription answers these
         if route is None:
             if parsed.target is not None and parsed.target != self.host.host_id:
                 return None
@@ -115,11 +131,17 @@ class ControlInterface:
                 )
             if parsed.target != self.host.host_id:
                 return None
+        elif route.scope is Scope.NAMED:
+            if parsed.target is None:
+                return envelope.fail(
+                    f"{parsed.operation} needs a name: "
+                    f"{subjects.ctl(parsed.lattice, parsed.noun, parsed.verb, '<name>')}"
+                )
         elif parsed.target is not None:
             return envelope.fail(f"{parsed.operation} takes no host id in its subject")
         try:
-            return await route.handler(self, data)
-        except RequestError as exc:
+            return await route.handler(self, data, parsed.target)
+        except (RequestError, StateError) as exc:
             return envelope.fail(f"invalid {parsed.operation} request: {exc}")
         except Exception as exc:
             log.exception("control handler failed", operation=parsed.operation)
@@ -132,20 +154,20 @@ class ControlInterface:
 
     # -- handlers -------------------------------------------------------------
 
-    async def host_ping(self, data: bytes) -> CtlReply:
+    async def host_ping(self, data: bytes, target: str | None) -> CtlReply:
         return envelope.ok(self.host.ping().model_dump())
 
-    async def host_get(self, data: bytes) -> CtlReply:
+    async def host_get(self, data: bytes, target: str | None) -> CtlReply:
         return envelope.ok(self.host.inventory().model_dump())
 
-    async def host_stop(self, data: bytes) -> CtlReply:
+    async def host_stop(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(HostStopRequest, data) if data.strip() else HostStopRequest()
         self._background(self.host.request_stop("stop requested over the control interface"))
         return envelope.ok(
             message=f"host {self.host.host_id} is stopping", response=req.model_dump()
         )
 
-    async def component_scale(self, data: bytes) -> CtlReply:
+    async def component_scale(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(ScaleComponentRequest, data)
         refusal = self.host.components.check_scale(req)
         if refusal is not None:
@@ -153,14 +175,14 @@ class ControlInterface:
         self._background(self.host.components.scale(req))
         return envelope.ok(message=f"scaling {req.component_id} to {req.count}")
 
-    async def component_update(self, data: bytes) -> CtlReply:
+    async def component_update(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(UpdateComponentRequest, data)
         if req.component_id not in self.host.components.running:
             return envelope.fail(f"component {req.component_id} is not running on this host")
         self._background(self.host.components.update(req))
         return envelope.ok(message=f"updating {req.component_id} to {req.new_component_ref}")
 
-    async def component_auction(self, data: bytes) -> CtlReply | None:
+    async def component_auction(self, data: bytes, target: str | None) -> CtlReply | None:
         req = parse(ComponentAuctionRequest, data)
         labels = self.host.labels
         if any(labels.get(k) != v for k, v in req.constraints.items()):
@@ -175,17 +197,98 @@ class ControlInterface:
         )
         return envelope.ok(ack.model_dump())
 
-    async def label_put(self, data: bytes) -> CtlReply:
+    async def label_put(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(LabelPutRequest, data)
         await self.host.set_label(req.key, req.value)
         return envelope.ok(message=f"label {req.key} set")
 
-    async def label_del(self, data: bytes) -> CtlReply:
+    async def label_del(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(LabelDelRequest, data)
         if req.key not in self.host.labels:
             return envelope.fail(f"label {req.key!r} is not set on this host")
         await self.host.set_label(req.key, None)
         return envelope.ok(message=f"label {req.key} removed")
+
+    async def provider_start(self, data: bytes, target: str | None) -> CtlReply:
+        req = parse(StartProviderRequest, data)
+        self._background(self.host.providers.start(req))
+        return envelope.ok(message=f"starting provider {req.provider_id}")
+
+    async def provider_stop(self, data: bytes, target: str | None) -> CtlReply:
+        req = parse(StopProviderRequest, data)
+        if req.provider_id not in self.host.providers.running:
+            return envelope.fail(f"provider {req.provider_id} is not running on this host")
+        self._background(self.host.providers.stop(req.provider_id))
+        return envelope.ok(message=f"stopping provider {req.provider_id}")
+
+    async def provider_auction(self, data: bytes, target: str | None) -> CtlReply | None:
+        req = parse(ProviderAuctionRequest, data)
+        labels = self.host.labels
+        if any(labels.get(k) != v for k, v in req.constraints.items()):
+            return None
+        if req.provider_id in self.host.providers.running:
+            return None
+        return envelope.ok({**req.model_dump(), "host_id": self.host.host_id})
+
+    async def link_put(self, data: bytes, target: str | None) -> CtlReply:
+        req = parse(LinkPutRequest, data)
+        try:
+            link = await self.host.state.put_link(req)
+        except StateError as exc:
+            await self.host.publish_event(
+                "linkdef_set_failed", {**req.model_dump(exclude={"replace"}), "error": str(exc)}
+            )
+            return envelope.fail(str(exc))
+        await self.host.publish_event("linkdef_set", link.model_dump())
+        return envelope.ok(message=f"link {link.describe()} set")
+
+    async def link_del(self, data: bytes, target: str | None) -> CtlReply:
+        req = parse(LinkDelRequest, data)
+        gone = await self.host.state.del_link(req)
+        if gone is None:
+            return envelope.fail(
+                f"no link from {req.source_id} for {req.wit_namespace}:{req.wit_package} "
+                f"with link name {req.name}"
+            )
+        await self.host.publish_event("linkdef_deleted", gone.model_dump())
+        return envelope.ok(message=f"link {gone.describe()} deleted")
+
+    async def link_get(self, data: bytes, target: str | None) -> CtlReply:
+        return envelope.ok(self.host.state.links_json())
+
+    async def config_put(self, data: bytes, target: str | None) -> CtlReply:
+        assert target is not None
+        try:
+            config_key(target)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+        try:
+            body = json.loads(data) if data.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestError(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise RequestError("request body must be a JSON object of string values")
+        try:
+            cfg = NamedConfig.from_request(body)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+        await self.host.state.put_config(target, cfg)
+        await self.host.publish_event("config_set", {"config_name": target})
+        return envelope.ok(message=f"config {target} set")
+
+    async def config_get(self, data: bytes, target: str | None) -> CtlReply:
+        assert target is not None
+        cfg = self.host.state.config(target)
+        if cfg is None:
+            return envelope.fail(f"no config named {target!r}")
+        return envelope.ok(cfg.redacted())
+
+    async def config_del(self, data: bytes, target: str | None) -> CtlReply:
+        assert target is not None
+        if not await self.host.state.del_config(target):
+            return envelope.fail(f"no config named {target!r}")
+        await self.host.publish_event("config_deleted", {"config_name": target})
+        return envelope.ok(message=f"config {target} deleted")
 
     async def wait_background(self) -> None:
         if self._tasks:
@@ -201,4 +304,13 @@ ROUTES: dict[str, Route] = {
     "component.auction": Route(Scope.BROADCAST, ControlInterface.component_auction),
     "label.put": Route(Scope.HOST, ControlInterface.label_put),
     "label.del": Route(Scope.HOST, ControlInterface.label_del),
+    "provider.start": Route(Scope.HOST, ControlInterface.provider_start),
+    "provider.stop": Route(Scope.HOST, ControlInterface.provider_stop),
+    "provider.auction": Route(Scope.BROADCAST, ControlInterface.provider_auction),
+    "link.put": Route(Scope.LATTICE, ControlInterface.link_put),
+    "link.del": Route(Scope.LATTICE, ControlInterface.link_del),
+    "link.get": Route(Scope.LATTICE, ControlInterface.link_get),
+    "config.put": Route(Scope.NAMED, ControlInterface.config_put),
+    "config.get": Route(Scope.NAMED, ControlInterface.config_get),
+    "config.del": Route(Scope.NAMED, ControlInterface.config_del),
 }

@@ -25,9 +25,13 @@ from host.components import ComponentManager
 from host.config import HostConfig
 from host.ctl import ControlInterface
 from host.identity import HostIdentity, builtin_labels, load_identity
+from host.providers import ProviderManager
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
+from host.runtime.imports import ImportBridge
+from host.state import LatticeState
 from lattice import natsd
 from lattice.protocol import events, subjects
+from lattice.protocol.links import merge_config
 from lattice.protocol.messages import HostInventory, HostPing
 from lattice.version import VERSION
 
@@ -96,7 +100,24 @@ class Host:
         except Exception as exc:
             await self._stop_embedded()
             raise HostStartError(f"cannot connect to NATS at {url}: {exc}") from None
+        self.state = LatticeState(self.nc, self.lattice)
+        try:
+            await self.state.start()
+        except Exception as exc:
+            await self.nc.close()
+            await self._stop_embedded()
+            raise HostStartError(
+                f"cannot open the lattice's key-value buckets on {url}: {exc or type(exc).__name__}"
+                " (the NATS server needs JetStream enabled: nats-server -js)"
+            ) from None
         self.ticker.start()
+        self.bridge = ImportBridge(
+            nc=self.nc,
+            loop=asyncio.get_running_loop(),
+            lattice=self.lattice,
+            links=self.state.links,
+            link_name=self.link_name,
+        )
         self.components = ComponentManager(
             nc=self.nc,
             lattice=self.lattice,
@@ -105,6 +126,16 @@ class Host:
             cache=self.cache,
             default_limits=self.config.limits,
             publish_event=self.publish_event,
+            bridge=self.bridge,
+        )
+        self.providers = ProviderManager(
+            nc=self.nc,
+            lattice=self.lattice,
+            host_id=self.host_id,
+            nats_url=url,
+            state=self.state,
+            publish_event=self.publish_event,
+            health_interval=self.config.provider_health_interval,
         )
         for subject, queue, cb in self.ctl.subscriptions():
             self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
@@ -190,6 +221,8 @@ class Host:
         self._subs.clear()
         if hasattr(self, "components"):
             await self.components.stop_all()
+        if hasattr(self, "providers"):
+            await self.providers.stop_all()
         gc.collect()  # drop dead stores now, not in wasmtime's threads at interpreter exit
         await self.publish_event(
             "host_stopped", events.host_stopped(self.host_id, self.labels, reason)
@@ -199,6 +232,8 @@ class Host:
                 await self.nc.flush(timeout=2)
         with contextlib.suppress(Exception):
             await self.nc.close()
+        if hasattr(self, "state"):
+            await self.state.stop()
         self.ticker.stop()
         await self._stop_embedded()
         self._log.info("host stopped")
@@ -218,10 +253,21 @@ class Host:
             self._log.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnect(self) -> None:
+        if hasattr(self, "state"):
+            self._resync = asyncio.ensure_future(self.state.resync())
         self._log.info(
             "reconnected to NATS",
             url=str(self.nc.connected_url.netloc if self.nc.connected_url else ""),
         )
+
+    def link_name(self, component_id: str, namespace: str, package: str) -> str:
+        """The link name a component uses for a package: `link-name.{ns}:{pkg}` in its
+        named config, else "default". Read per call, so a config change applies at once."""
+        names = self.components.config_names(component_id)
+        if not names:
+            return "default"
+        public, _ = merge_config(names, self.state.configs)
+        return public.get(f"link-name.{namespace}:{package}", "default")
 
     # -- events and state -----------------------------------------------------
 
@@ -269,7 +315,7 @@ class Host:
             lattice=self.lattice,
             labels=dict(self.labels),
             components=self.components.describe() if hasattr(self, "components") else [],
-            providers=[],
+            providers=self.providers.describe() if hasattr(self, "providers") else [],
             version=VERSION,
             uptime_seconds=int(up),
             uptime_human=human_duration(up),

@@ -35,13 +35,23 @@ app = typer.Typer(
 get_app = typer.Typer(help="Show hosts and what they run.", no_args_is_help=True)
 scale_app = typer.Typer(help="Scale components on a host.", no_args_is_help=True)
 update_app = typer.Typer(help="Swap the image of a running component.", no_args_is_help=True)
-stop_app = typer.Typer(help="Stop hosts.", no_args_is_help=True)
+stop_app = typer.Typer(help="Stop hosts and providers.", no_args_is_help=True)
+start_app = typer.Typer(help="Start capability providers.", no_args_is_help=True)
 label_app = typer.Typer(help="Set or remove host labels.", no_args_is_help=True)
+link_app = typer.Typer(
+    help="Link component imports to targets (hot-swappable).", no_args_is_help=True
+)
+config_app = typer.Typer(
+    help="Named config for links, components and providers.", no_args_is_help=True
+)
 app.add_typer(get_app, name="get")
 app.add_typer(scale_app, name="scale")
 app.add_typer(update_app, name="update")
 app.add_typer(stop_app, name="stop")
+app.add_typer(start_app, name="start")
 app.add_typer(label_app, name="label")
+app.add_typer(link_app, name="link")
+app.add_typer(config_app, name="config")
 
 out = Console()
 err = Console(stderr=True)
@@ -275,6 +285,13 @@ def get_inventory(
             out.print(table)
         else:
             out.print("no components")
+        if inv.providers:
+            ptable = Table("provider", "image", "healthy", "restarts")
+            for p in inv.providers:
+                ptable.add_row(
+                    p["id"], p["image_ref"], str(p.get("healthy")), str(p.get("restarts", 0))
+                )
+            out.print(ptable)
 
 
 # -- scale / update --------------------------------------------------------------
@@ -448,6 +465,225 @@ def label_del(
     """Remove a label from a host."""
     run_client(nats_url, lattice, timeout, lambda c: c.del_label(host, key))
     out.print(f"label {key} removed from {host}", highlight=False)
+
+
+# -- providers ----------------------------------------------------------------------
+
+
+@start_app.command("provider")
+def start_provider(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="builtin://keyvalue-redis (…-vault, …-nats) or file:///path/to/executable"
+        ),
+    ],
+    provider_id: Annotated[str, typer.Argument(metavar="ID", help="Provider id; links target it.")],
+    host: Annotated[
+        str | None, typer.Option("--host", help="Host id; auctioned when omitted.")
+    ] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("--config", help="Named config for the provider (repeatable)."),
+    ] = None,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait until it is healthy.")
+    ] = 60.0,
+) -> None:
+    """Start a capability provider process on a host."""
+
+    async def go(c: LatticeClient) -> dict[str, Any]:
+        target = host
+        if target is None:
+            bids = await c.auction_provider(ref, provider_id)
+            if not bids:
+                raise LatticeError(f"no host offered to run provider {provider_id}; pass --host")
+            target = bids[0]
+        return await c.start_provider(target, ref, provider_id, config=config or [], wait=timeout)
+
+    data = run_client(nats_url, lattice, 10.0, go)
+    out.print(f"provider {provider_id} started on {data['host_id']}", highlight=False)
+
+
+@stop_app.command("provider")
+def stop_provider(
+    provider_id: Annotated[str, typer.Argument(metavar="ID")],
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Host id; every host running it when omitted."),
+    ] = None,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Stop a provider (gracefully: it is asked to shut down first)."""
+
+    async def go(c: LatticeClient) -> list[str]:
+        targets = [host] if host else await hosts_with_provider(c, provider_id)
+        if not targets:
+            raise LatticeError(f"no host runs provider {provider_id!r}")
+        for t in targets:
+            await c.stop_provider(t, provider_id, wait=timeout)
+        return targets
+
+    targets = run_client(nats_url, lattice, 10.0, go)
+    out.print(f"provider {provider_id} stopped on {len(targets)} host(s)", highlight=False)
+
+
+async def hosts_with_provider(c: LatticeClient, provider_id: str) -> list[str]:
+    found = []
+    for h in await c.hosts(wait=1.0):
+        if any(p["id"] == provider_id for p in (await c.inventory(h.id)).providers):
+            found.append(h.id)
+    return found
+
+
+# -- links -------------------------------------------------------------------------
+
+
+def split_package(package: str) -> tuple[str, str]:
+    ns, sep, pkg = package.partition(":")
+    if not sep or not ns or not pkg:
+        raise fail(f"package {package!r} must look like namespace:package (e.g. wasi:keyvalue)")
+    return ns, pkg
+
+
+@link_app.command("put")
+def link_put(
+    source: Annotated[str, typer.Argument(help="Source component id.")],
+    target: Annotated[str, typer.Argument(help="Target provider or component id.")],
+    package: Annotated[str, typer.Argument(metavar="NAMESPACE:PACKAGE", help="e.g. wasi:keyvalue")],
+    interface: Annotated[
+        list[str],
+        typer.Option("--interface", "-i", help="Interface of the package (repeatable)."),
+    ],
+    name: Annotated[str, typer.Option("--name", help="Link name.")] = "default",
+    source_config: Annotated[
+        list[str] | None, typer.Option("--source-config", help="Named config (repeatable).")
+    ] = None,
+    target_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target-config", help="Named config for the target, e.g. which store (repeatable)."
+        ),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Atomically swap the target of an existing link.")
+    ] = False,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Link SOURCE's imports of NAMESPACE:PACKAGE to TARGET (reaches the next call)."""
+    ns, pkg = split_package(package)
+    msg = run_client(
+        nats_url,
+        lattice,
+        timeout,
+        lambda c: c.put_link(
+            source,
+            target,
+            ns,
+            pkg,
+            interface,
+            name=name,
+            source_config=source_config,
+            target_config=target_config,
+            replace=replace,
+        ),
+    )
+    out.print(msg, highlight=False, soft_wrap=True)
+
+
+@link_app.command("del")
+def link_del(
+    source: Annotated[str, typer.Argument(help="Source component id.")],
+    package: Annotated[str, typer.Argument(metavar="NAMESPACE:PACKAGE")],
+    name: Annotated[str, typer.Option("--name", help="Link name.")] = "default",
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Delete a link."""
+    ns, pkg = split_package(package)
+    msg = run_client(nats_url, lattice, timeout, lambda c: c.del_link(source, ns, pkg, name))
+    out.print(msg, highlight=False, soft_wrap=True)
+
+
+@link_app.command("get")
+def link_get(
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+    as_json: AsJson = False,
+) -> None:
+    """List every link of the lattice."""
+    links = run_client(nats_url, lattice, timeout, lambda c: c.get_links())
+    if as_json:
+        print_json(links)
+        return
+    table = Table("source", "target", "package", "interfaces", "name", "target config")
+    for lk in links:
+        table.add_row(
+            lk["source_id"],
+            lk["target"],
+            f"{lk['wit_namespace']}:{lk['wit_package']}",
+            ",".join(lk["interfaces"]),
+            lk["name"],
+            ",".join(lk["target_config"]),
+        )
+    out.print(table)
+
+
+# -- config ------------------------------------------------------------------------
+
+
+@config_app.command("put")
+def config_put(
+    name: Annotated[str, typer.Argument(help="Config name.")],
+    pairs: Annotated[list[str] | None, typer.Argument(metavar="KEY=VALUE…")] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option("--secret", help="A secret KEY=VALUE (never shown back; repeatable)."),
+    ] = None,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Create or replace a named config."""
+    values = parse_pairs(pairs or [], "config entry")
+    secrets = parse_pairs(secret or [], "secret")
+    msg = run_client(
+        nats_url,
+        lattice,
+        timeout,
+        lambda c: c.put_config(name, {**values, **secrets}, list(secrets)),
+    )
+    out.print(msg, highlight=False)
+
+
+@config_app.command("get")
+def config_get(
+    name: Annotated[str, typer.Argument(help="Config name.")],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Show a named config (secret values as ***)."""
+    print_json(run_client(nats_url, lattice, timeout, lambda c: c.get_config(name)))
+
+
+@config_app.command("del")
+def config_del(
+    name: Annotated[str, typer.Argument(help="Config name.")],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Delete a named config (refused while a link uses it)."""
+    out.print(run_client(nats_url, lattice, timeout, lambda c: c.del_config(name)), highlight=False)
 
 
 def main() -> None:

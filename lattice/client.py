@@ -216,7 +216,12 @@ class LatticeClient:
         host_id: str,
         component_id: str,
         wait: float | None,
+        *,
+        key: str = "component_id",
+        ok: str = "component_scaled",
+        failed: str = "component_scale_failed",
     ) -> dict[str, Any]:
+        """Send a command and wait for the event that reports its outcome on that host."""
         if wait is None:
             reply = await self.request(subject, body)
             return {"message": reply.message}
@@ -226,13 +231,13 @@ class LatticeClient:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 ev = json.loads(msg.data)
                 data = ev["data"]
-                ours = data.get("host_id") == host_id and data.get("component_id") == component_id
+                ours = data.get("host_id") == host_id and data.get(key) == component_id
                 if ours and not outcome.done():
                     outcome.set_result(ev)
 
         subs = [
             await self.nc.subscribe(subjects.event(self.lattice, t), cb=on_event)
-            for t in ("component_scaled", "component_scale_failed")
+            for t in (ok, failed)
         ]
         try:
             await self.request(subject, body)
@@ -246,9 +251,123 @@ class LatticeClient:
             for s in subs:
                 with contextlib.suppress(Exception):
                     await s.unsubscribe()
-        if ev["type"].endswith("component_scale_failed"):
-            raise LatticeError(f"{component_id}: {ev['data'].get('error', 'scale failed')}")
+        if ev["type"].endswith(failed):
+            raise LatticeError(f"{component_id}: {ev['data'].get('error', 'failed')}")
         return dict(ev["data"])
+
+    # -- providers ------------------------------------------------------------
+
+    async def start_provider(
+        self,
+        host_id: str,
+        ref: str,
+        provider_id: str,
+        *,
+        config: list[str] | None = None,
+        annotations: dict[str, str] | None = None,
+        wait: float | None = 60.0,
+    ) -> dict[str, Any]:
+        body = {
+            "provider_ref": ref,
+            "provider_id": provider_id,
+            "config": config or [],
+            "annotations": annotations or {},
+        }
+        subject = subjects.ctl(self.lattice, "provider", "start", host_id)
+        return await self._request_and_wait(
+            subject,
+            body,
+            host_id,
+            provider_id,
+            wait,
+            key="provider_id",
+            ok="provider_started",
+            failed="provider_start_failed",
+        )
+
+    async def stop_provider(
+        self, host_id: str, provider_id: str, *, wait: float | None = 30.0
+    ) -> dict[str, Any]:
+        subject = subjects.ctl(self.lattice, "provider", "stop", host_id)
+        return await self._request_and_wait(
+            subject,
+            {"provider_id": provider_id},
+            host_id,
+            provider_id,
+            wait,
+            key="provider_id",
+            ok="provider_stopped",
+            failed="provider_stop_failed",
+        )
+
+    async def auction_provider(
+        self,
+        ref: str,
+        provider_id: str,
+        constraints: dict[str, str] | None = None,
+        wait: float = 1.0,
+    ) -> list[str]:
+        body = {"provider_ref": ref, "provider_id": provider_id, "constraints": constraints or {}}
+        subject = subjects.ctl(self.lattice, "provider", "auction")
+        return [r.response["host_id"] async for r in self._collect(subject, body, wait)]
+
+    # -- links and config -----------------------------------------------------
+
+    async def put_link(
+        self,
+        source_id: str,
+        target: str,
+        namespace: str,
+        package: str,
+        interfaces: list[str],
+        *,
+        name: str = "default",
+        source_config: list[str] | None = None,
+        target_config: list[str] | None = None,
+        replace: bool = False,
+    ) -> str:
+        body = {
+            "source_id": source_id,
+            "target": target,
+            "name": name,
+            "wit_namespace": namespace,
+            "wit_package": package,
+            "interfaces": interfaces,
+            "source_config": source_config or [],
+            "target_config": target_config or [],
+            "replace": replace,
+        }
+        return (await self.request(subjects.ctl(self.lattice, "link", "put"), body)).message
+
+    async def del_link(
+        self, source_id: str, namespace: str, package: str, name: str = "default"
+    ) -> str:
+        body = {
+            "source_id": source_id,
+            "wit_namespace": namespace,
+            "wit_package": package,
+            "name": name,
+        }
+        return (await self.request(subjects.ctl(self.lattice, "link", "del"), body)).message
+
+    async def get_links(self) -> list[dict[str, Any]]:
+        reply = await self.request(subjects.ctl(self.lattice, "link", "get"))
+        return list(reply.response or [])
+
+    async def put_config(
+        self, name: str, values: dict[str, str], secrets: list[str] | None = None
+    ) -> str:
+        body: dict[str, Any] = dict(values)
+        if secrets:
+            body["$secrets"] = secrets
+        return (await self.request(subjects.ctl(self.lattice, "config", "put", name), body)).message
+
+    async def get_config(self, name: str) -> dict[str, str]:
+        reply = await self.request(subjects.ctl(self.lattice, "config", "get", name))
+        return dict(reply.response or {})
+
+    async def del_config(self, name: str) -> str:
+        return (await self.request(subjects.ctl(self.lattice, "config", "del", name))).message
 
     # -- invocations ----------------------------------------------------------
 

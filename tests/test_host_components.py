@@ -286,3 +286,24 @@ async def test_limits_from_host_defaults(
     assert t.value.kind is ErrorKind.TIMEOUT
     with contextlib.suppress(Exception):
         await client.scale_component(h.host_id, runaway_ref, "r", 0)
+
+
+async def test_component_from_http_url(host, client: LatticeClient, built, tmp_path) -> None:
+    """An http:// reference is downloaded (here from a throw-away local server)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(built["echo"].parent)
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        await client.scale_component(host.host_id, f"{base}/{built['echo'].name}", "web", 1)
+        assert await client.call("web", ECHO, ["over http"]) == "over http"
+        with pytest.raises(LatticeError, match="HTTP 404"):
+            await client.scale_component(host.host_id, f"{base}/missing.wasm", "web404", 1)
+    finally:
+        server.shutdown()

@@ -19,6 +19,7 @@ from host.config import Limits
 from host.runtime import artifact
 from host.runtime.engine import CompileCache
 from host.runtime.exports import Export, list_exports
+from host.runtime.imports import ImportBridge, bridged_imports
 from host.runtime.pool import InstancePool
 from lattice.protocol.invocation import InvocationError
 
@@ -50,6 +51,7 @@ async def load_pool(
     cache: CompileCache,
     limits: Limits,
     max_instances: int,
+    bridge: ImportBridge | None = None,
 ) -> tuple[InstancePool, LoadStats]:
     t0 = time.perf_counter()
     try:
@@ -64,10 +66,14 @@ async def load_pool(
         raise LoadError(f"{ref} is not a valid component: {first}") from None
     t2 = time.perf_counter()
     exports: dict[str, Export] = await asyncio.to_thread(list_exports, engine, compiled.component)
+    linker = await asyncio.to_thread(new_linker, engine)
+    if bridge is not None:
+        imports = await asyncio.to_thread(bridged_imports, engine, compiled.component)
+        bridge.define(linker, component_id, imports, lambda: limits.timeout_ms)
     pool = InstancePool(
         component_id=component_id,
         engine=engine,
-        linker=await asyncio.to_thread(new_linker, engine),
+        linker=linker,
         component=compiled.component,
         exports=exports,
         limits=limits,

@@ -107,6 +107,33 @@ class ComponentAuctionRequest(_Request):
         return _token(v, "component_id")
 
 
+class StartProviderRequest(_Request):
+    provider_ref: str = Field(min_length=1)
+    provider_id: str
+    config: list[str] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("provider_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _token(v, "provider_id")
+
+
+class StopProviderRequest(_Request):
+    provider_id: str
+
+
+class ProviderAuctionRequest(_Request):
+    provider_ref: str = Field(min_length=1)
+    provider_id: str
+    constraints: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("provider_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _token(v, "provider_id")
+
+
 class ComponentAuctionAck(BaseModel):
     component_ref: str
     component_id: str

@@ -1,0 +1,442 @@
+"""Capability providers started by this host: processes, health, links, restarts.
+
+A provider is its own process. The host gives it one base64 JSON line on stdin (the
+lattice, NATS URL, its id, its links with their config resolved, its config), waits for
+its first healthy answer before announcing `provider_started`, then health-checks it on
+an interval. A provider that dies is restarted with exponential backoff and gets every
+current link again in its fresh start-up data. Link and config changes that concern
+it are pushed as `linkdefs.put` / `linkdefs.del` while it runs, so a link's config
+change reaches the provider (wasmCloud v1 only sent links once). On stop the host asks
+for a graceful `default.shutdown` first, then terminates, then kills.
+
+Secrets (config keys marked secret) travel only inside start-up data and link messages
+to the provider; they never appear in events, inventory or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+
+from host.components import PublishEvent
+from host.state import LatticeState
+from lattice.protocol.envelope import CtlReply
+from lattice.protocol.links import Link, merge_config
+from lattice.protocol.messages import StartProviderRequest
+
+log = structlog.get_logger("lattice.providers")
+
+BUILTIN = {
+    "keyvalue-redis": "providers.keyvalue_redis",
+    "keyvalue-vault": "providers.keyvalue_vault",
+    "keyvalue-nats": "providers.keyvalue_nats",
+}
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 60.0  # a provider up this long has its restart backoff reset
+
+
+class ProviderError(ValueError):
+    """A provider reference or request that cannot be honoured."""
+
+
+def provider_command(ref: str) -> list[str]:
+    """The command that runs the provider at `ref`."""
+    parsed = urlparse(ref)
+    if parsed.scheme == "builtin":
+        name = parsed.netloc or parsed.path.lstrip("/")
+        module = BUILTIN.get(name)
+        if module is None:
+            known = ", ".join(f"builtin://{n}" for n in sorted(BUILTIN))
+            raise ProviderError(f"{ref}: no built-in provider {name!r}; built-in: {known}")
+        return [sys.executable, "-m", module]
+    if parsed.scheme in ("file", ""):
+        path = Path(unquote(parsed.path) if parsed.scheme == "file" else ref)
+        if not path.is_file():
+            raise ProviderError(f"{ref}: no such file {path}")
+        if not os.access(path, os.X_OK):
+            raise ProviderError(f"{ref}: {path} is not executable (chmod +x it)")
+        return [str(path)]
+    raise ProviderError(
+        f"{ref}: unsupported provider reference (use builtin://NAME or file:///path/to/exe)"
+    )
+
+
+def link_message(link: Link, state: LatticeState) -> dict[str, Any]:
+    """A link as providers receive it: config resolved, secrets apart."""
+    source_public, _ = merge_config(link.source_config, state.configs)
+    target_public, target_secrets = merge_config(link.target_config, state.configs)
+    return {
+        "source_id": link.source_id,
+        "target": link.target,
+        "name": link.name,
+        "wit_namespace": link.wit_namespace,
+        "wit_package": link.wit_package,
+        "interfaces": list(link.interfaces),
+        "source_config": source_public,
+        "target_config": target_public,
+        "target_secrets": target_secrets,
+    }
+
+
+@dataclass
+class RunningProvider:
+    id: str
+    image_ref: str
+    command: list[str]
+    config: list[str]
+    annotations: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = field(default_factory=time.time)
+    restarts: int = 0
+    healthy: bool | None = None
+    health_message: str = ""
+    output: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=50))
+    stopping: bool = False
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "image_ref": self.image_ref,
+            "name": self.annotations.get("name"),
+            "annotations": self.annotations,
+            "config": self.config,
+            "healthy": self.healthy,
+            "restarts": self.restarts,
+            "pid": self.process.pid if self.process else None,
+        }
+
+
+class ProviderManager:
+    def __init__(
+        self,
+        *,
+        nc: NATS,
+        lattice: str,
+        host_id: str,
+        nats_url: str,
+        state: LatticeState,
+        publish_event: PublishEvent,
+        health_interval: float = 30.0,
+        log_format: str = "json",
+        log_level: str = "info",
+    ) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.host_id = host_id
+        self.nats_url = nats_url
+        self.state = state
+        self.publish_event = publish_event
+        self.health_interval = health_interval
+        self.log_format = log_format
+        self.log_level = log_level
+        self.running: dict[str, RunningProvider] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._log = log.bind(host_id=host_id, lattice=lattice)
+        state.on_link_change(self._on_link_change)
+        state.on_config_change(self._on_config_change)
+
+    def _lock(self, provider_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(provider_id, asyncio.Lock())
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.running.values()]
+
+    def subject(self, provider_id: str, op: str) -> str:
+        return f"wasmbus.rpc.{self.lattice}.{provider_id}.{op}"
+
+    # -- start ----------------------------------------------------------------
+
+    async def start(self, req: StartProviderRequest) -> None:
+        async with self._lock(req.provider_id):
+            if req.provider_id in self.running:
+                rp = self.running[req.provider_id]
+                if rp.image_ref == req.provider_ref:
+                    await self._started_event(rp)  # idempotent: say it is running
+                    return
+                await self._start_failed(
+                    req, f"provider {req.provider_id} already runs {rp.image_ref} on this host"
+                )
+                return
+            try:
+                command = provider_command(req.provider_ref)
+            except ProviderError as exc:
+                await self._start_failed(req, str(exc))
+                return
+            rp = RunningProvider(
+                id=req.provider_id,
+                image_ref=req.provider_ref,
+                command=command,
+                config=list(req.config),
+                annotations=dict(req.annotations),
+            )
+            error = await self._spawn(rp)
+            if error is not None:
+                await self._start_failed(req, error)
+                return
+            self.running[rp.id] = rp
+            rp.tasks.append(asyncio.create_task(self._supervise(rp)))
+            rp.tasks.append(asyncio.create_task(self._health_loop(rp)))
+            await self._started_event(rp)
+
+    def host_data(self, rp: RunningProvider) -> dict[str, Any]:
+        public, secret = merge_config(rp.config, self.state.configs)
+        return {
+            "lattice": self.lattice,
+            "nats_url": self.nats_url,
+            "nats_credentials": None,
+            "provider_id": rp.id,
+            "host_id": self.host_id,
+            "link_definitions": [
+                link_message(lk, self.state)
+                for lk in self.state.links.values()
+                if lk.target == rp.id
+            ],
+            "config": {**public, **secret},
+            "log_level": self.log_level,
+            "log_format": self.log_format,
+        }
+
+    async def _spawn(self, rp: RunningProvider) -> str | None:
+        """Start the process and wait for its first healthy answer; an error or None."""
+        line = base64.b64encode(json.dumps(self.host_data(rp)).encode()) + b"\n"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *rp.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return f"cannot run {rp.image_ref}: {exc.strerror or exc}"
+        rp.process = proc
+        rp.started_at = time.time()
+        assert proc.stdin is not None and proc.stdout is not None
+        rp.tasks = [t for t in rp.tasks if not t.done()]
+        rp.tasks.append(asyncio.create_task(self._pump(rp, proc.stdout)))
+        try:
+            proc.stdin.write(line)
+            await proc.stdin.drain()
+            proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT
+        while loop.time() < deadline:
+            if proc.returncode is not None:
+                await asyncio.sleep(0.05)  # let the pump collect its last words
+                tail = " | ".join(list(rp.output)[-5:]) or "no output"
+                return f"provider exited with code {proc.returncode} during start-up: {tail}"
+            healthy, message = await self._check_health(rp, timeout=0.5)
+            if healthy is not None:
+                rp.healthy, rp.health_message = healthy, message
+                return None
+            await asyncio.sleep(0.1)
+        await self._terminate(proc)
+        return f"provider did not answer its health check within {READY_TIMEOUT:g}s"
+
+    async def _pump(self, rp: RunningProvider, stream: asyncio.StreamReader) -> None:
+        """Relay the provider's output into the host log, keeping a tail for errors."""
+        plog = self._log.bind(provider_id=rp.id)
+        while line := await stream.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            rp.output.append(text)
+            plog.info("provider output", line=text)
+
+    async def _started_event(self, rp: RunningProvider) -> None:
+        await self.publish_event(
+            "provider_started",
+            {
+                "host_id": self.host_id,
+                "provider_id": rp.id,
+                "image_ref": rp.image_ref,
+                "annotations": rp.annotations,
+            },
+        )
+
+    async def _start_failed(self, req: StartProviderRequest, error: str) -> None:
+        self._log.warning("provider start failed", provider_id=req.provider_id, error=error)
+        await self.publish_event(
+            "provider_start_failed",
+            {
+                "host_id": self.host_id,
+                "provider_id": req.provider_id,
+                "provider_ref": req.provider_ref,
+                "error": error,
+            },
+        )
+
+    # -- supervision ----------------------------------------------------------
+
+    async def _supervise(self, rp: RunningProvider) -> None:
+        """Restart the provider whenever it dies, backing off while it keeps dying."""
+        backoff = 1.0
+        while not rp.stopping:
+            assert rp.process is not None
+            code = await rp.process.wait()
+            if rp.stopping:
+                return
+            uptime = time.time() - rp.started_at
+            if uptime > STABLE_AFTER:
+                backoff = 1.0
+            self._log.warning(
+                "provider exited; restarting", provider_id=rp.id, code=code, in_seconds=backoff
+            )
+            rp.healthy, rp.health_message = False, f"exited with code {code}"
+            await self.publish_event(
+                "health_check_failed",
+                {"host_id": self.host_id, "provider_id": rp.id, "message": rp.health_message},
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            if rp.stopping:
+                return
+            rp.restarts += 1
+            error = await self._spawn(rp)
+            if error is not None:
+                self._log.warning("provider restart failed", provider_id=rp.id, error=error)
+                continue
+            await self._started_event(rp)
+
+    async def _check_health(
+        self, rp: RunningProvider, timeout: float = 2.0
+    ) -> tuple[bool | None, str]:
+        """(healthy, message); healthy None when the provider did not answer at all."""
+        try:
+            msg = await self.nc.request(self.subject(rp.id, "health"), b"{}", timeout=timeout)
+        except (NoRespondersError, NatsError, TimeoutError):
+            return None, "no answer to health check"
+        try:
+            reply = CtlReply.from_bytes(msg.data)
+            body = reply.response or {}
+            return bool(body.get("healthy", reply.success)), str(body.get("message", ""))
+        except (ValueError, AttributeError):
+            return False, "malformed health answer"
+
+    async def _health_loop(self, rp: RunningProvider) -> None:
+        while not rp.stopping:
+            await asyncio.sleep(self.health_interval)
+            if rp.process is None or rp.process.returncode is not None:
+                continue
+            healthy, message = await self._check_health(rp)
+            ok = bool(healthy)
+            data = {"host_id": self.host_id, "provider_id": rp.id, "message": message}
+            if ok != rp.healthy:
+                await self.publish_event(
+                    "health_check_passed" if ok else "health_check_failed", data
+                )
+            rp.healthy, rp.health_message = ok, message
+            await self.publish_event("health_check_status", {**data, "healthy": ok})
+
+    # -- links and config -----------------------------------------------------
+
+    async def _on_link_change(self, old: Link | None, new: Link | None) -> None:
+        if (
+            old is not None
+            and old.target in self.running
+            and (new is None or new.target != old.target)
+        ):
+            await self._send(
+                old.target,
+                "linkdefs.del",
+                {
+                    "source_id": old.source_id,
+                    "target": old.target,
+                    "name": old.name,
+                    "wit_namespace": old.wit_namespace,
+                    "wit_package": old.wit_package,
+                },
+            )
+        if new is not None and new.target in self.running:
+            await self._send(new.target, "linkdefs.put", link_message(new, self.state))
+
+    async def _on_config_change(self, name: str, _cfg: object) -> None:
+        for link in list(self.state.links.values()):
+            if link.target in self.running and name in (*link.source_config, *link.target_config):
+                await self._send(link.target, "linkdefs.put", link_message(link, self.state))
+        for rp in self.running.values():
+            if name in rp.config:
+                public, secret = merge_config(rp.config, self.state.configs)
+                await self._send(rp.id, "config.update", {"config": {**public, **secret}})
+
+    async def _send(self, provider_id: str, op: str, body: dict[str, Any]) -> None:
+        try:
+            msg = await self.nc.request(
+                self.subject(provider_id, op), json.dumps(body).encode(), timeout=5
+            )
+            reply = CtlReply.from_bytes(msg.data)
+            if not reply.success:
+                self._log.warning(
+                    "provider refused", provider_id=provider_id, op=op, error=reply.message
+                )
+        except (NatsError, TimeoutError, ValueError) as exc:
+            # a restarting provider gets the link in its start-up data instead
+            self._log.warning(
+                "could not reach provider",
+                provider_id=provider_id,
+                op=op,
+                error=str(exc) or type(exc).__name__,
+            )
+
+    # -- stop -----------------------------------------------------------------
+
+    async def stop(self, provider_id: str, reason: str = "stop requested") -> bool:
+        async with self._lock(provider_id):
+            rp = self.running.pop(provider_id, None)
+            if rp is None:
+                return False
+            rp.stopping = True
+            for t in rp.tasks:
+                t.cancel()
+            proc = rp.process
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(NatsError, TimeoutError):
+                    await self.nc.request(
+                        self.subject(provider_id, "default.shutdown"),
+                        json.dumps({"host_id": self.host_id}).encode(),
+                        timeout=2,
+                    )
+                try:
+                    await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                except TimeoutError:
+                    await self._terminate(proc)
+            for t in rp.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self._log.info("provider stopped", provider_id=provider_id, reason=reason)
+            await self.publish_event(
+                "provider_stopped",
+                {"host_id": self.host_id, "provider_id": provider_id, "reason": reason},
+            )
+            return True
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(pid, "host stopping") for pid in list(self.running)))

@@ -1,0 +1,315 @@
+"""Import bridging: satisfy a component's imports by forwarding calls over the lattice.
+
+For every imported interface the host does not implement itself (WASI's cli, io,
+clocks, filesystem, random and sockets come from wasmtime), the bridge defines one
+forwarding function per imported function, generically, from the component's own
+import types. Each call resolves its link at call time — so `lattice link put` reaches
+the next call — and sends the arguments, msgpack-encoded by the value codec, to the
+link's target on `{lattice}.{target}.rpc.{ns}:{pkg}/{iface}.{fn}` with the headers
+`source-id` and `link-name`.
+
+`wasi:keyvalue` buckets are resources the host owns: `open` asks the target to accept
+the identifier and hands the guest a handle; methods on the handle are forwarded with
+the identifier as their first argument (docs/protocol.md).
+
+Failures are never a hang. No link, or a target nobody serves, fails at once; a silent
+target fails after the component's deadline. A function whose result is
+`result<_, E>` with E a string or a variant with an `other(string)` case gets an
+`err` naming the component, interface and link name; any other function traps with
+that message. Host functions raise only `WasmtimeError` (wasmtime-py keeps other
+exceptions in a process-wide slot, which is unsafe with calls on many threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+import wasmtime
+from nats.aio.client import Client as NATS
+from wasmtime.component import (
+    Component,
+    ComponentInstanceType,
+    FuncType,
+    Linker,
+    ResourceAny,
+    ResourceHost,
+    ResourceType,
+)
+
+from lattice import codec
+from lattice.protocol.invocation import (
+    ERROR_HEADER,
+    LINK_NAME_HEADER,
+    SOURCE_HEADER,
+    InvocationError,
+)
+from lattice.protocol.links import Identity, Link, find_link
+from lattice.valtype import FuncSig, Prim, ResourceT, ResultT, ValT, VariantT
+
+WASI_HOST_PREFIXES = (
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:random/",
+    "wasi:sockets/",
+)
+KEYVALUE_STORE = "wasi:keyvalue/store"
+BUCKET_TYPE_ID = 1
+_IFACE = re.compile(r"^(?P<ns>[a-z0-9-]+):(?P<pkg>[a-z0-9-]+)/(?P<iface>[a-z0-9-]+)(@.+)?$")
+
+
+class ImportFailure(Exception):
+    """A forwarded import call that failed; the message is for the component's caller."""
+
+
+@dataclass(frozen=True)
+class ImportedFunction:
+    name: str  # as imported: "hello", "[method]bucket.get", "[static]r.make", "[constructor]r"
+    sig: FuncSig
+
+    @property
+    def operation(self) -> str:
+        """`bucket.get` for `[method]bucket.get`, `r.new` for `[constructor]r`."""
+        if self.name.startswith("[constructor]"):
+            return self.name.removeprefix("[constructor]") + ".new"
+        return re.sub(r"^\[(method|static)\]", "", self.name)
+
+
+@dataclass(frozen=True)
+class ImportedInterface:
+    full_name: str  # "wasi:keyvalue/store@0.2.0-draft"
+    namespace: str
+    package: str
+    interface: str
+    functions: tuple[ImportedFunction, ...]
+    resources: tuple[str, ...] = field(default=())
+
+    @property
+    def short(self) -> str:
+        return f"{self.namespace}:{self.package}/{self.interface}"
+
+
+def bridged_imports(engine: wasmtime.Engine, component: Component) -> list[ImportedInterface]:
+    """Imported interfaces the lattice must satisfy (everything wasmtime's WASI does not)."""
+    found = []
+    for name, ext in component.type.imports(engine).items():
+        if name.startswith(WASI_HOST_PREFIXES):
+            continue
+        item = ext.ty
+        m = _IFACE.match(name)
+        if not isinstance(item, ComponentInstanceType) or m is None:
+            continue
+        funcs, resources = [], []
+        for fname, fext in item.exports(engine).items():
+            fitem = fext.ty
+            if isinstance(fitem, FuncType):
+                funcs.append(ImportedFunction(fname, FuncSig.from_wasmtime(fitem)))
+            elif isinstance(fitem, ResourceType):
+                resources.append(fname)
+        found.append(
+            ImportedInterface(name, m["ns"], m["pkg"], m["iface"], tuple(funcs), tuple(resources))
+        )
+    return found
+
+
+def error_fallback(sig: FuncSig, message: str) -> Any | None:
+    """The `err` value to return instead of trapping, when the result type allows one."""
+    res = sig.result
+    if not isinstance(res, ResultT) or res.err is None:
+        return None
+    err: ValT = res.err
+    if isinstance(err, Prim) and err.kind == "string":
+        return codec.lift(res, {"err": message})
+    if isinstance(err, VariantT):
+        cases = dict(err.cases)
+        other = cases.get("other")
+        if isinstance(other, Prim) and other.kind == "string":
+            return codec.lift(res, {"err": {"other": message}})
+    return None
+
+
+def _mentions_resource(t: ValT | None) -> bool:
+    if t is None:
+        return False
+    if isinstance(t, ResourceT):
+        return True
+    return any(_mentions_resource(c) for c in _children(t))
+
+
+def _children(t: ValT) -> list[ValT]:
+    out: list[ValT] = []
+    for attr in ("elem", "inner", "ok", "err"):
+        v = getattr(t, attr, None)
+        if v is not None and not isinstance(v, str):
+            out.append(v)
+    for attr in ("fields", "cases"):
+        for _, v in getattr(t, attr, ()):
+            if v is not None:
+                out.append(v)
+    out.extend(getattr(t, "elems", ()))
+    return out
+
+
+class ImportBridge:
+    """Defines forwarding imports in a component's linker; one per host."""
+
+    def __init__(
+        self,
+        *,
+        nc: NATS,
+        loop: asyncio.AbstractEventLoop,
+        lattice: str,
+        links: Mapping[Identity, Link],
+        link_name: Callable[[str, str, str], str],
+    ) -> None:
+        self.nc = nc
+        self.loop = loop
+        self.lattice = lattice
+        self.links = links
+        self.link_name = link_name
+        self._buckets: dict[int, str] = {}
+        self._reps = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- definition -----------------------------------------------------------
+
+    def define(
+        self,
+        linker: Linker,
+        component_id: str,
+        imports: list[ImportedInterface],
+        timeout_ms: Callable[[], int],
+    ) -> None:
+        with linker.root() as root:
+            for iface in imports:
+                with root.add_instance(iface.full_name) as inst:
+                    for res in iface.resources:
+                        inst.add_resource(res, ResourceType.host(BUCKET_TYPE_ID), self._drop)
+                    for fn in iface.functions:
+                        inst.add_func(fn.name, self._forwarder(component_id, iface, fn, timeout_ms))
+
+    def _drop(self, store: Any, rep: int) -> None:
+        with self._lock:
+            self._buckets.pop(rep, None)
+
+    def _forwarder(
+        self,
+        component_id: str,
+        iface: ImportedInterface,
+        fn: ImportedFunction,
+        timeout_ms: Callable[[], int],
+    ) -> Callable[..., Any]:
+        operation = f"{iface.short}.{fn.operation}"
+        sig = fn.sig
+        keyvalue = iface.namespace == "wasi" and iface.package == "keyvalue"
+        is_open = keyvalue and iface.short == KEYVALUE_STORE and fn.name == "open"
+        unsupported = not keyvalue and (
+            any(_mentions_resource(t) for _, t in sig.params) or _mentions_resource(sig.result)
+        )
+
+        def call(store: Any, *args: Any) -> Any:
+            try:
+                if unsupported:
+                    raise ImportFailure(
+                        f"{operation} passes resources, which this lattice cannot forward"
+                    )
+                wire = [
+                    self._to_wire(store, t, a) for (_, t), a in zip(sig.params, args, strict=True)
+                ]
+                reply = self._invoke(component_id, iface, operation, wire, timeout_ms())
+                if is_open:
+                    return self._opened(sig, reply, args[0])
+                return codec.lift(sig.result, reply) if sig.result is not None else None
+            except ImportFailure as exc:
+                fallback = error_fallback(sig, str(exc))
+                if fallback is not None:
+                    return fallback
+                raise wasmtime.WasmtimeError(str(exc)) from None
+            except wasmtime.WasmtimeError:
+                raise
+            except codec.CodecError as exc:
+                msg = f"{operation}: the reply does not match the import's type: {exc}"
+                raise wasmtime.WasmtimeError(msg) from None
+            except Exception as exc:  # keep the process-wide exception slot empty
+                raise wasmtime.WasmtimeError(f"{operation}: {type(exc).__name__}: {exc}") from None
+
+        return call
+
+    # -- values ---------------------------------------------------------------
+
+    def _to_wire(self, store: Any, t: ValT, value: Any) -> Any:
+        if isinstance(t, ResourceT):  # a bucket handle: send its identifier
+            rep = value.to_host(store).rep if isinstance(value, ResourceAny) else value.rep
+            with self._lock:
+                ident = self._buckets.get(rep)
+            if ident is None:
+                raise ImportFailure("unknown or closed bucket handle")
+            return ident
+        return codec.lower(t, value)
+
+    def _opened(self, sig: FuncSig, reply: Any, identifier: str) -> Any:
+        if isinstance(reply, dict) and "err" in reply:
+            assert isinstance(sig.result, ResultT) and sig.result.err is not None
+            return codec.lift(sig.result.err, reply["err"])
+        rep = next(self._reps)
+        with self._lock:
+            self._buckets[rep] = identifier
+        return ResourceHost.own(rep, BUCKET_TYPE_ID)
+
+    # -- transport ------------------------------------------------------------
+
+    def _invoke(
+        self,
+        component_id: str,
+        iface: ImportedInterface,
+        operation: str,
+        wire_args: list[Any],
+        timeout_ms: int,
+    ) -> Any:
+        name = self.link_name(component_id, iface.namespace, iface.package)
+        link = find_link(
+            self.links, component_id, iface.namespace, iface.package, iface.interface, name
+        )
+        where = f"component {component_id} import {iface.short} (link name {name!r})"
+        if link is None:
+            raise ImportFailure(
+                f"{where}: no link; add one with `lattice link put {component_id} <target> "
+                f"{iface.namespace} {iface.package} --interface {iface.interface}"
+                + ("" if name == "default" else f" --name {name}")
+                + "`"
+            )
+        subject = f"{self.lattice}.{link.target}.rpc.{operation}"
+        headers = {SOURCE_HEADER: component_id, LINK_NAME_HEADER: name}
+        timeout = timeout_ms / 1000
+        fut = asyncio.run_coroutine_threadsafe(
+            self.nc.request(subject, codec.pack(wire_args), timeout=timeout, headers=headers),
+            self.loop,
+        )
+        try:
+            msg = fut.result(timeout + 1)
+        except nats.errors.NoRespondersError:
+            raise ImportFailure(
+                f"{where}: target {link.target} is not running (nobody answers {operation})"
+            ) from None
+        except (nats.errors.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
+            fut.cancel()
+            raise ImportFailure(
+                f"{where}: target {link.target} did not answer {operation} within {timeout:g}s"
+            ) from None
+        except nats.errors.Error as exc:
+            raise ImportFailure(f"{where}: {operation} failed: {exc}") from None
+        body = codec.unpack(msg.data)
+        kind = (msg.headers or {}).get(ERROR_HEADER)
+        if kind is not None:
+            err = InvocationError.from_body(body, kind)
+            raise ImportFailure(f"{where}: {link.target} failed {operation}: {err}")
+        return body

@@ -1,0 +1,302 @@
+"""The lattice's shared state as this host sees it: links and named config.
+
+Both live in JetStream key-value buckets (`LATTICEDATA_{lattice}`, `CONFIGDATA_{lattice}`)
+so every host sees the same lattice. Each host watches both buckets and keeps an
+in-memory copy; calls resolve links from that copy, so a link change reaches every
+host's next call without a request per call. A host that starts late, or reconnects
+after an outage, replays the buckets and fires change callbacks for whatever differs.
+
+Writes are revision-checked (create / update with `last=`): two hosts racing to put
+links with the same identity cannot overwrite each other silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from lattice.protocol.links import (
+    Identity,
+    Link,
+    LinkDelRequest,
+    LinkPutRequest,
+    NamedConfig,
+    check_put,
+    config_key,
+)
+
+log = structlog.get_logger("lattice.state")
+
+LinkListener = Callable[[Link | None, Link | None], Awaitable[None]]
+ConfigListener = Callable[[str, NamedConfig | None], Awaitable[None]]
+
+
+class StateError(ValueError):
+    """A link or config change refused; the message says why."""
+
+
+def links_bucket(lattice: str) -> str:
+    return f"LATTICEDATA_{lattice}"
+
+
+def config_bucket(lattice: str) -> str:
+    return f"CONFIGDATA_{lattice}"
+
+
+class LatticeState:
+    def __init__(self, nc: NATS, lattice: str) -> None:
+        self.nc = nc
+        self.lattice = lattice
+        self.links: dict[Identity, Link] = {}
+        self.configs: dict[str, NamedConfig] = {}
+        self._link_listeners: list[LinkListener] = []
+        self._config_listeners: list[ConfigListener] = []
+        self._links_kv: KeyValue | None = None
+        self._config_kv: KeyValue | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seen: dict[str, int] = {}  # bucket -> last revision applied
+        self._seen_changed = asyncio.Condition()
+        self._log = log.bind(lattice=lattice)
+
+    def on_link_change(self, listener: LinkListener) -> None:
+        self._link_listeners.append(listener)
+
+    def on_config_change(self, listener: ConfigListener) -> None:
+        self._config_listeners.append(listener)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        js = self.nc.jetstream()
+        self._links_kv = await js.create_key_value(bucket=links_bucket(self.lattice), history=1)
+        self._config_kv = await js.create_key_value(bucket=config_bucket(self.lattice), history=1)
+        await self.resync()
+
+    async def resync(self) -> None:
+        """Replay both buckets, apply the differences, and (re)start the watchers."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        ready = [asyncio.Event(), asyncio.Event()]
+        assert self._links_kv is not None and self._config_kv is not None
+        fresh_links: dict[Identity, Link] = {}
+        fresh_configs: dict[str, NamedConfig] = {}
+        self._tasks = [
+            asyncio.create_task(
+                self._watch(self._links_kv, self._apply_link, ready[0], fresh_links)
+            ),
+            asyncio.create_task(
+                self._watch(self._config_kv, self._apply_config, ready[1], fresh_configs)
+            ),
+        ]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    async def _watch(
+        self,
+        kv: KeyValue,
+        apply: Callable[[str, bytes | None, dict[Any, Any] | None], Awaitable[None]],
+        ready: asyncio.Event,
+        initial: dict[Any, Any],
+    ) -> None:
+        """Apply every entry; the initial replay builds `initial`, then diffs it in one go."""
+        watcher = await kv.watchall()
+        replaying = True
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial replay
+                    if replaying:
+                        replaying = False
+                        await apply("", None, initial)
+                        ready.set()
+                    continue
+                value = None if entry.operation in ("DEL", "PURGE") else entry.value
+                await apply(entry.key, value, initial if replaying else None)
+                await self._mark_seen(kv, entry.revision)
+            if replaying:
+                await apply("", None, initial)
+                ready.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def _mark_seen(self, kv: KeyValue, revision: int) -> None:
+        async with self._seen_changed:
+            self._seen[kv._name] = max(self._seen.get(kv._name, 0), revision)
+            self._seen_changed.notify_all()
+
+    async def wait_applied(self, kv: KeyValue, revision: int, timeout: float = 5.0) -> None:
+        """Wait until this host's watcher has applied `revision` of `kv`."""
+        await self._wait_until(lambda: self._seen.get(kv._name, 0) >= revision, timeout)
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait, woken by each applied change, until `predicate` holds (TimeoutError if not)."""
+        async with self._seen_changed:
+            await asyncio.wait_for(self._seen_changed.wait_for(predicate), timeout)
+
+    # -- applying changes -----------------------------------------------------
+
+    async def _apply_link(
+        self, key: str, value: bytes | None, initial: dict[Any, Any] | None
+    ) -> None:
+        if initial is not None and key == "":  # replay finished: diff against what we had
+            old = dict(self.links)
+            self.links.clear()
+            self.links.update(initial)
+            for ident in set(old) | set(initial):
+                if old.get(ident) != initial.get(ident):
+                    await self._emit_link(old.get(ident), initial.get(ident))
+            return
+        try:
+            link = Link.model_validate_json(value) if value else None
+        except ValueError as exc:
+            self._log.warning("ignoring malformed link entry", key=key, error=str(exc))
+            return
+        if initial is not None:
+            if link is not None:
+                initial[link.identity] = link
+            return
+        if link is None:
+            gone = next((lk for lk in self.links.values() if lk.key == key), None)
+            if gone is not None:
+                del self.links[gone.identity]
+                await self._emit_link(gone, None)
+            return
+        before = self.links.get(link.identity)
+        self.links[link.identity] = link
+        if before != link:
+            await self._emit_link(before, link)
+
+    async def _apply_config(
+        self, key: str, value: bytes | None, initial: dict[Any, Any] | None
+    ) -> None:
+        if initial is not None and key == "":
+            old = dict(self.configs)
+            self.configs.clear()
+            self.configs.update(initial)
+            for name in set(old) | set(initial):
+                if old.get(name) != initial.get(name):
+                    await self._emit_config(name, initial.get(name))
+            return
+        try:
+            cfg = NamedConfig.model_validate_json(value) if value else None
+        except ValueError as exc:
+            self._log.warning("ignoring malformed config entry", key=key, error=str(exc))
+            return
+        if initial is not None:
+            if cfg is not None:
+                initial[key] = cfg
+            return
+        before = self.configs.get(key)
+        if cfg is None:
+            self.configs.pop(key, None)
+        else:
+            self.configs[key] = cfg
+        if before != cfg:
+            await self._emit_config(key, cfg)
+
+    async def _emit_link(self, old: Link | None, new: Link | None) -> None:
+        for listener in self._link_listeners:
+            try:
+                await listener(old, new)
+            except Exception:
+                self._log.exception("link listener failed")
+
+    async def _emit_config(self, name: str, cfg: NamedConfig | None) -> None:
+        for listener in self._config_listeners:
+            try:
+                await listener(name, cfg)
+            except Exception:
+                self._log.exception("config listener failed")
+
+    # -- writes ---------------------------------------------------------------
+
+    async def put_link(self, req: LinkPutRequest) -> Link:
+        kv = self._links_kv
+        assert kv is not None
+        link = Link.model_validate(req.model_dump(exclude={"replace"}))
+        body = link.model_dump_json().encode()
+        for _ in range(5):
+            try:
+                entry = await kv.get(link.key)
+                existing = Link.model_validate_json(entry.value) if entry.value else None
+                revision: int | None = entry.revision
+            except KeyNotFoundError:
+                existing, revision = None, None
+            refusal = check_put(req, existing, self.configs)
+            if refusal is not None:
+                raise StateError(refusal)
+            try:
+                if revision is None:
+                    new_rev = await kv.create(link.key, body)
+                else:
+                    new_rev = await kv.update(link.key, body, last=revision)
+            except KeyWrongLastSequenceError:
+                continue  # someone else wrote it meanwhile: look again
+            await self.wait_applied(kv, new_rev)
+            return link
+        raise StateError(f"link {link.describe()} kept changing under us; try again")
+
+    async def del_link(self, req: LinkDelRequest) -> Link | None:
+        kv = self._links_kv
+        assert kv is not None
+        try:
+            entry = await kv.get(req.key)
+        except KeyNotFoundError:
+            return None
+        existing = Link.model_validate_json(entry.value) if entry.value else None
+        await kv.delete(req.key)
+        ident = (req.source_id, req.wit_namespace, req.wit_package, req.name)
+        with contextlib.suppress(TimeoutError):
+            await self._wait_until(lambda: ident not in self.links)
+        return existing
+
+    async def put_config(self, name: str, config: NamedConfig) -> None:
+        kv = self._config_kv
+        assert kv is not None
+        rev = await kv.put(config_key(name), config.model_dump_json().encode())
+        await self.wait_applied(kv, rev)
+
+    async def del_config(self, name: str) -> bool:
+        kv = self._config_kv
+        assert kv is not None
+        key = config_key(name)
+        users = [
+            lk.describe()
+            for lk in self.links.values()
+            if name in (*lk.source_config, *lk.target_config)
+        ]
+        if users:
+            raise StateError(f"config {name!r} is used by links: {'; '.join(users)}")
+        try:
+            await kv.get(key)
+        except KeyNotFoundError:
+            return False
+        await kv.delete(key)
+        with contextlib.suppress(TimeoutError):
+            await self._wait_until(lambda: name not in self.configs)
+        return True
+
+    def config(self, name: str) -> NamedConfig | None:
+        return self.configs.get(name)
+
+    def links_json(self) -> list[dict[str, Any]]:
+        return [json.loads(lk.model_dump_json()) for lk in self.links.values()]

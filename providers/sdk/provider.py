@@ -1,0 +1,219 @@
+"""The `Provider` base class: hooks, served operations and the link table.
+
+A provider subclasses `Provider`, overrides the hooks it needs (each defaults to a
+no-op) and registers the operations it serves, either with the `@operation(...)`
+decorator on methods or with `self.serve(name, handler)`. A handler is
+`async def handler(link, args) -> wire_value`; it raises `InvocationError` for a typed
+failure. The runner (`providers.sdk.runner`) owns NATS; this class owns what the provider
+knows: its host data, its current config and its links, keyed by
+`(source_id, name, wit_namespace, wit_package)`.
+
+What it never does: touch NATS subjects, decode messages or catch handler exceptions
+(that is `providers.sdk.dispatch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import structlog
+from nats.aio.client import Client as NATS
+
+from providers.sdk.hostdata import HostData, Link, LinkKey
+
+Handler = Callable[[Link, list[Any]], Awaitable[Any]]
+"""`async def handler(link, args) -> wire value` (anything `lattice.codec.pack` takes)."""
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_MARK = "__lattice_operation__"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One served operation: its wire name, handler and (optional) parameter names."""
+
+    name: str
+    handler: Handler
+    params: tuple[str, ...] | None = None
+
+
+class LinkError(RuntimeError):
+    """A link the provider refused or failed to set up; the message says why."""
+
+
+def operation(name: str, *, params: Sequence[str] | None = None) -> Callable[[F], F]:
+    """Mark `async def method(self, link, args)` as serving operation `name`.
+
+    `name` is the part of the subject after `rpc.`, e.g.
+    `wasi:keyvalue/store.bucket.get`. With `params`, calls must pass exactly that many
+    arguments (or a map by those names) or they get a `bad-argument` reply.
+    """
+
+    def mark(fn: F) -> F:
+        setattr(fn, _MARK, (name, tuple(params) if params is not None else None))
+        return fn
+
+    return mark
+
+
+def split_operation(op: str) -> tuple[str, str] | None:
+    """`wasi:keyvalue/store.bucket.get` -> ("wasi", "keyvalue"); None at world level."""
+    head, sep, _ = op.partition("/")
+    if not sep or ":" not in head:
+        return None
+    namespace, _, package = head.partition(":")
+    return namespace, package
+
+
+class Provider:
+    """Base class for a capability provider. Every hook is an async no-op by default."""
+
+    call_timeout: float = 30.0
+    """Seconds a handler may run before the caller gets a `timeout` error."""
+    health_timeout: float = 5.0
+    """Seconds `health()` may take before the provider reports itself unhealthy."""
+    shutdown_timeout: float = 10.0
+    """Seconds to wait for in-flight calls, then for `on_shutdown`, when stopping."""
+
+    def __init__(self, host_data: HostData) -> None:
+        self.host_data = host_data
+        self.config: dict[str, str] = dict(host_data.config)
+        self.log = structlog.get_logger("lattice.provider").bind(
+            provider_id=host_data.provider_id, lattice=host_data.lattice
+        )
+        self._links: dict[LinkKey, Link] = {}
+        self._failed: dict[LinkKey, str] = {}
+        self._ops: dict[str, Operation] = {}
+        self._nc: NATS | None = None
+        for attr in dir(type(self)):
+            mark = getattr(getattr(type(self), attr, None), _MARK, None)
+            if mark is not None:
+                self.serve(mark[0], getattr(self, attr), params=mark[1])
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def provider_id(self) -> str:
+        return self.host_data.provider_id
+
+    @property
+    def lattice(self) -> str:
+        return self.host_data.lattice
+
+    @property
+    def host_id(self) -> str:
+        return self.host_data.host_id
+
+    @property
+    def nats(self) -> NATS:
+        """The lattice NATS connection (set by the runner before `on_start`)."""
+        if self._nc is None:
+            raise RuntimeError("the provider is not connected to NATS yet")
+        return self._nc
+
+    # ------------------------------------------------------------------ operations
+
+    def serve(self, name: str, handler: Handler, *, params: Sequence[str] | None = None) -> None:
+        """Serve operation `name` with `handler(link, args)`; replaces an earlier one."""
+        if not name or any(c.isspace() for c in name) or "*" in name or ">" in name:
+            raise ValueError(f"operation name {name!r} cannot be part of a NATS subject")
+        self._ops[name] = Operation(name, handler, tuple(params) if params is not None else None)
+
+    @property
+    def operations(self) -> Mapping[str, Operation]:
+        return MappingProxyType(self._ops)
+
+    # ------------------------------------------------------------------ links
+
+    @property
+    def links(self) -> Mapping[LinkKey, Link]:
+        """The links currently in force (read-only view)."""
+        return MappingProxyType(self._links)
+
+    def find_link(self, source_id: str, name: str, op: str) -> Link | None:
+        """The link a call from `source_id` over link `name` to operation `op` uses."""
+        wit = split_operation(op)
+        if wit is not None:
+            return self._links.get(LinkKey(source_id, name, *wit))
+        matches = [
+            lk for k, lk in self._links.items() if k.source_id == source_id and k.name == name
+        ]
+        return matches[0] if len(matches) == 1 else None
+
+    def link_failure(self, source_id: str, name: str) -> str | None:
+        """Why a link from `source_id` named `name` could not be set up, if it failed."""
+        for key, reason in self._failed.items():
+            if key.source_id == source_id and key.name == name:
+                return reason
+        return None
+
+    async def add_link(self, link: Link) -> None:
+        """Put a link in force (called by the runner): runs `on_link_put`.
+
+        A link with the same key and the same content is a no-op; a changed one is
+        removed (`on_link_del`) and then put. Raises `LinkError` when refused.
+        """
+        if link.target != self.provider_id:
+            raise LinkError(
+                f"link {link.source_id}/{link.name} targets {link.target!r}, "
+                f"not this provider ({self.provider_id!r})"
+            )
+        old = self._links.get(link.key)
+        if old == link:
+            return
+        if old is not None:
+            await self.remove_link(link.key)
+        try:
+            await self.on_link_put(link)
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            self._failed[link.key] = reason
+            self.log.warning("link refused", **link.describe(), error=reason)
+            raise LinkError(f"link {link.source_id}/{link.name}: {reason}") from None
+        self._failed.pop(link.key, None)
+        self._links[link.key] = link
+        self.log.info("link put", **link.describe())
+
+    async def remove_link(self, key: LinkKey) -> Link | None:
+        """Take a link out of force (called by the runner): runs `on_link_del`.
+
+        Returns the removed link, or None when there was none (not an error).
+        """
+        self._failed.pop(key, None)
+        link = self._links.pop(key, None)
+        if link is None:
+            return None
+        try:
+            await self.on_link_del(link)
+        except Exception as exc:
+            self.log.warning("on_link_del failed", **link.describe(), error=str(exc))
+        self.log.info("link deleted", **link.describe())
+        return link
+
+    # ------------------------------------------------------------------ hooks
+
+    async def on_start(self) -> None:
+        """Connected to NATS, before the initial links are put and calls are served."""
+
+    async def on_link_put(self, link: Link) -> None:
+        """A link to this provider is now in force (initial ones included).
+
+        Raise to refuse it: calls over it then get an `unavailable` error with the reason.
+        """
+
+    async def on_link_del(self, link: Link) -> None:
+        """A link was removed; release what was set up for it."""
+
+    async def health(self) -> tuple[bool, str]:
+        """`(healthy, message)` for the host's health check. Never include secrets."""
+        return True, "ok"
+
+    async def on_config_update(self, config: dict[str, str]) -> None:
+        """The provider's config changed (`self.config` already holds the new one)."""
+
+    async def on_shutdown(self) -> None:
+        """Stopping: in-flight calls have finished; close backends here."""

@@ -1,0 +1,367 @@
+"""Run a provider: host data in, NATS subscriptions, graceful stop, exit code out.
+
+`run(ProviderClass)` is a provider's whole `__main__`: it reads the host data line from
+stdin, configures structlog (stderr), connects to the lattice NATS (with the host's
+credentials if any) and serves
+
+    {lattice}.{provider_id}.rpc.>                        queue rpc.{lattice}.{provider_id}
+    wasmbus.rpc.{lattice}.{provider_id}.linkdefs.*       put / del, applied in order
+    wasmbus.rpc.{lattice}.{provider_id}.health
+    wasmbus.rpc.{lattice}.{provider_id}.config.update
+    wasmbus.rpc.{lattice}.{provider_id}.default.shutdown
+
+Control requests are answered with the control envelope (lattice.protocol.envelope).
+Each call runs in its own task (nats-py runs one callback at a time per subscription).
+SIGTERM, SIGINT and `default.shutdown` stop it gracefully: answer, stop taking calls,
+let in-flight calls finish, `on_shutdown`, drain NATS, exit 0. Losing NATS for good
+exits 1; unreadable host data exits 2. Nothing here knows what a provider serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import signal
+import sys
+from typing import Any, NoReturn
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lattice import logs
+from lattice.protocol import subjects
+from lattice.protocol.envelope import CtlReply, fail, ok
+from providers.sdk.dispatch import invoke
+from providers.sdk.hostdata import (
+    HostData,
+    HostDataError,
+    Link,
+    LinkKey,
+    NatsCredentials,
+    describe_errors,
+    read_host_data,
+)
+from providers.sdk.provider import LinkError, Provider
+
+CONNECT_TIMEOUT = 10.0
+
+
+class _LinkDel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    source_id: str = Field(min_length=1)
+    target: str = ""
+    name: str = "default"
+    wit_namespace: str
+    wit_package: str
+
+
+class _ConfigUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    config: dict[str, str]
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    if not data.strip():
+        return {}
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} body is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} body must be a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _model(model: type[BaseModel], data: bytes, what: str) -> Any:
+    raw = _json(data, what)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{what}: {describe_errors(exc)}") from None
+
+
+def _auth(creds: NatsCredentials | None) -> dict[str, Any]:
+    """nats-py connect options for the host's credentials (read only when signing)."""
+    if creds is None:
+        return {}
+    if creds.jwt is None:
+        return {"nkeys_seed_str": creds.seed.get_secret_value()}
+    jwt, seed = creds.jwt, creds.seed
+
+    def user_jwt() -> bytearray:
+        return bytearray(jwt.get_secret_value().encode())
+
+    def sign(nonce: str) -> bytes:
+        import nkeys
+
+        kp = nkeys.from_seed(bytearray(seed.get_secret_value().encode()))
+        try:
+            return base64.b64encode(kp.sign(nonce.encode()))
+        finally:
+            kp.wipe()
+
+    return {"user_jwt_cb": user_jwt, "signature_cb": sign}
+
+
+class Runner:
+    """Connects one provider instance to the lattice and serves it until stopped."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.log = provider.log
+        self.exit_code = 0
+        self._stop = asyncio.Event()
+        self._calls: set[asyncio.Task[None]] = set()
+        self._subs: list[Subscription] = []
+        self._nc: NATS | None = None
+        hd = provider.host_data
+        subjects.check_token(hd.lattice, "lattice")
+        subjects.check_token(hd.provider_id, "provider_id")
+        self._ctl = f"wasmbus.rpc.{hd.lattice}.{hd.provider_id}"
+        self._rpc_prefix = f"{hd.lattice}.{hd.provider_id}.rpc."
+
+    def stop(self, exit_code: int = 0) -> None:
+        """Ask the provider to stop (idempotent); the first exit code wins."""
+        if not self._stop.is_set():
+            self.exit_code = exit_code
+            self._stop.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            if not await self._connect():
+                return 1
+            await self._start()
+            await self._stop.wait()
+            await self._shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        return self.exit_code
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.log.info("signal received, stopping", signal=sig.name)
+        self.stop(0)
+
+    async def _connect(self) -> bool:
+        hd = self.provider.host_data
+        reported: set[str] = set()
+
+        async def on_error(exc: Exception) -> None:
+            text = f"{type(exc).__name__}: {exc}"
+            if text not in reported:  # nats-py reports every retry; say it once
+                reported.add(text)
+                self.log.warning("nats error", error=text)
+
+        async def on_disconnect() -> None:
+            if not self._stop.is_set():
+                self.log.warning("disconnected from NATS, reconnecting")
+
+        async def on_reconnect() -> None:
+            reported.clear()
+            self.log.info("reconnected to NATS")
+
+        async def on_closed() -> None:
+            if not self._stop.is_set():
+                self.log.error("NATS connection closed for good, exiting")
+                self.stop(1)
+
+        try:
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    hd.nats_url,
+                    name=f"provider {hd.provider_id}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=2,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                    closed_cb=on_closed,
+                    **_auth(hd.nats_credentials),
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            self.log.error(
+                "cannot connect to NATS", nats_url=hd.nats_url, error=str(exc) or "timed out"
+            )
+            return False
+        self.provider._nc = self._nc
+        return True
+
+    async def _start(self) -> None:
+        p, nc = self.provider, self.nats
+        await p.on_start()
+        for link in p.host_data.link_definitions:
+            with contextlib.suppress(LinkError):  # logged by add_link; calls say why
+                await p.add_link(link)
+        self._subs = [
+            await nc.subscribe(
+                f"{self._rpc_prefix}>",
+                queue=f"rpc.{p.lattice}.{p.provider_id}",
+                cb=self._on_call,
+            ),
+            await nc.subscribe(f"{self._ctl}.linkdefs.*", cb=self._on_linkdef),
+            await nc.subscribe(f"{self._ctl}.health", cb=self._on_health),
+            await nc.subscribe(f"{self._ctl}.config.update", cb=self._on_config),
+            await nc.subscribe(f"{self._ctl}.default.shutdown", cb=self._on_shutdown),
+        ]
+        await nc.flush()
+        self.log.info(
+            "provider started",
+            host_id=p.host_id,
+            links=len(p.links),
+            operations=sorted(p.operations),
+        )
+
+    async def _shutdown(self) -> None:
+        p, nc = self.provider, self.nats
+        self.log.info("stopping", in_flight=len(self._calls))
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._calls:
+            _, pending = await asyncio.wait(set(self._calls), timeout=p.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+        try:
+            await asyncio.wait_for(p.on_shutdown(), p.shutdown_timeout)
+        except Exception as exc:
+            self.log.warning("on_shutdown failed", error=f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), p.shutdown_timeout)
+        with contextlib.suppress(Exception):
+            await nc.close()
+        self.log.info("stopped", exit_code=self.exit_code)
+
+    @property
+    def nats(self) -> NATS:
+        assert self._nc is not None
+        return self._nc
+
+    # ------------------------------------------------------------------ calls
+
+    async def _on_call(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._serve_call(msg))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _serve_call(self, msg: Msg) -> None:
+        op = subjects.rpc_operation(msg.subject, self.provider.lattice, self.provider.provider_id)
+        headers, body = await invoke(self.provider, op, msg.headers, msg.data)
+        if msg.reply:
+            try:
+                await self.nats.publish(msg.reply, body, headers=headers)
+            except Exception as exc:
+                self.log.warning("could not send reply", operation=op, error=str(exc))
+
+    # ------------------------------------------------------------------ control
+
+    async def _reply(self, msg: Msg, reply: CtlReply) -> None:
+        if msg.reply:
+            try:
+                await self.nats.publish(msg.reply, reply.to_bytes())
+            except Exception as exc:
+                self.log.warning("could not send control reply", error=str(exc))
+
+    async def _on_linkdef(self, msg: Msg) -> None:
+        verb = msg.subject.rsplit(".", 1)[-1]
+        try:
+            if verb == "put":
+                link = _model(Link, msg.data, "linkdefs.put")
+                await self.provider.add_link(link)
+                reply = ok(message=f"link {link.source_id}/{link.name} put")
+            elif verb == "del":
+                req = _model(_LinkDel, msg.data, "linkdefs.del")
+                key = LinkKey(req.source_id, req.name, req.wit_namespace, req.wit_package)
+                gone = await self.provider.remove_link(key)
+                reply = ok(
+                    message=f"link {req.source_id}/{req.name} "
+                    + ("deleted" if gone else "was not linked")
+                )
+            else:
+                reply = fail(f"unknown link operation {verb!r}: use linkdefs.put or linkdefs.del")
+        except (ValueError, LinkError) as exc:
+            reply = fail(str(exc))
+        await self._reply(msg, reply)
+
+    async def _on_health(self, msg: Msg) -> None:
+        p = self.provider
+        try:
+            healthy, message = await asyncio.wait_for(p.health(), p.health_timeout)
+        except TimeoutError:
+            healthy, message = False, f"health check timed out after {p.health_timeout:g}s"
+        except Exception as exc:
+            healthy, message = False, f"health check failed: {type(exc).__name__}: {exc}"
+        await self._reply(msg, ok({"healthy": bool(healthy), "message": str(message)}))
+
+    async def _on_config(self, msg: Msg) -> None:
+        p = self.provider
+        try:
+            update = _model(_ConfigUpdate, msg.data, "config.update")
+            p.config = dict(update.config)
+            await p.on_config_update(p.config)
+            reply = ok(message="config updated")
+        except ValueError as exc:
+            reply = fail(str(exc))
+        except Exception as exc:
+            self.log.warning("on_config_update failed", error=str(exc))
+            reply = fail(f"config update failed: {type(exc).__name__}: {exc}")
+        await self._reply(msg, reply)
+
+    async def _on_shutdown(self, msg: Msg) -> None:
+        try:
+            body = _json(msg.data, "default.shutdown")
+        except ValueError as exc:
+            await self._reply(msg, fail(str(exc)))
+            return
+        host_id = body.get("host_id")
+        if host_id and host_id != self.provider.host_id:
+            # Another host's instance of this provider: it answers, not us.
+            self.log.debug("shutdown for another host ignored", for_host=host_id)
+            return
+        await self._reply(msg, ok(message=f"provider {self.provider.provider_id} stopping"))
+        with contextlib.suppress(Exception):
+            await self.nats.flush()
+        self.log.info("shutdown requested", by_host=host_id or "")
+        self.stop(0)
+
+
+async def run_async(provider_cls: type[Provider], host_data: HostData) -> int:
+    """Run `provider_cls` until it is stopped; returns the process exit code."""
+    provider = provider_cls(host_data)
+    return await Runner(provider).run()
+
+
+def run(provider_cls: type[Provider], stream: Any = None) -> NoReturn:
+    """A provider's `__main__`: read host data from stdin (or `stream`), serve, exit."""
+    try:
+        host_data = read_host_data(stream)
+        logs.configure(host_data.log_format, host_data.log_level)
+    except (HostDataError, ValueError) as exc:
+        print(f"{provider_cls.__name__}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    log = structlog.get_logger("lattice.provider").bind(
+        provider_id=host_data.provider_id, lattice=host_data.lattice
+    )
+    try:
+        code = asyncio.run(run_async(provider_cls, host_data))
+    except KeyboardInterrupt:
+        code = 0
+    except Exception:
+        log.exception("provider crashed")
+        code = 1
+    sys.exit(code)
