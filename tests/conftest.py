@@ -115,3 +115,11 @@ async def client(nats_url: str, lattice_name: str) -> AsyncIterator[LatticeClien
     c = await LatticeClient.connect(nats_url, lattice_name, timeout=10.0)
     async with c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def linked_refs() -> dict[str, str]:
+    """The components that import interfaces the lattice links (built once, cached)."""
+    from components.build import build
+
+    return {name: build(name).as_uri() for name in ("counter", "kvtool", "greeter", "caller")}

@@ -127,14 +127,22 @@ def error_fallback(sig: FuncSig, message: str) -> Any | None:
     if not isinstance(res, ResultT) or res.err is None:
         return None
     err: ValT = res.err
+    wire: Any = None
     if isinstance(err, Prim) and err.kind == "string":
-        return codec.lift(res, {"err": message})
-    if isinstance(err, VariantT):
-        cases = dict(err.cases)
-        other = cases.get("other")
+        wire = {"err": message}
+    elif isinstance(err, VariantT):
+        other = dict(err.cases).get("other")
         if isinstance(other, Prim) and other.kind == "string":
-            return codec.lift(res, {"err": {"other": message}})
-    return None
+            wire = {"err": {"other": message}}
+    if wire is None:
+        return None
+    try:
+        return codec.lift(res, wire)
+    except codec.UnsupportedValue:
+        # wasmtime-py cannot lower an err for some result shapes (result<option<T>, E>:
+        # its untagged ok case accepts anything); trapping with the message is the
+        # honest alternative.
+        return None
 
 
 def _mentions_resource(t: ValT | None) -> bool:
@@ -228,7 +236,14 @@ class ImportBridge:
                 reply = self._invoke(component_id, iface, operation, wire, timeout_ms())
                 if is_open:
                     return self._opened(sig, reply, args[0])
-                return codec.lift(sig.result, reply) if sig.result is not None else None
+                if sig.result is None:
+                    return None
+                try:
+                    return codec.lift(sig.result, reply)
+                except codec.UnsupportedValue:
+                    if isinstance(reply, dict) and "err" in reply:
+                        raise ImportFailure(f"{operation} failed: {reply['err']}") from None
+                    raise
             except ImportFailure as exc:
                 fallback = error_fallback(sig, str(exc))
                 if fallback is not None:
