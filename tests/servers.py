@@ -178,7 +178,6 @@ class VaultServer:
     workdir: Path
     port: int = field(default_factory=free_port_pair)
     token: str = field(default_factory=lambda: f"root-{secrets.token_hex(12)}", repr=False)
-    unseal_key: str = field(default="", repr=False)
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
     @property
@@ -225,8 +224,6 @@ class VaultServer:
             if self.process.returncode is not None:
                 raise ServerError(f"bao exited with {self.process.returncode}; see {log.name}")
             if await self.healthy():
-                found = re.search(r"Unseal Key: (\S+)", self.log_file.read_text())
-                self.unseal_key = found.group(1) if found else ""
                 return self
             await asyncio.sleep(0.1)
         await self.stop()
@@ -243,7 +240,11 @@ class VaultServer:
             raise ServerError(f"seal failed: {resp.status_code} {resp.text}")
 
     async def unseal(self) -> None:
-        resp = await self.api("PUT", "/v1/sys/unseal", {"key": self.unseal_key})
+        """Unseal with the dev unseal key (the last one the server printed)."""
+        keys = re.findall(r"Unseal Key: (\S+)", self.log_file.read_text())
+        if not keys:
+            raise ServerError(f"no unseal key in {self.log_file}")
+        resp = await self.api("PUT", "/v1/sys/unseal", {"key": keys[-1]})
         if resp.status_code != 200 or resp.json().get("sealed"):
             raise ServerError(f"unseal failed: {resp.status_code}")
         for _ in range(100):
@@ -255,6 +256,8 @@ class VaultServer:
     async def enable_kv(self, mount: str) -> None:
         body = {"type": "kv", "options": {"version": "2"}}
         resp = await self.api("POST", f"/v1/sys/mounts/{mount}", body)
+        if resp.status_code == 400 and "already in use" in resp.text:
+            return
         if resp.status_code not in (200, 204):
             raise ServerError(f"mounting {mount} failed: {resp.status_code} {resp.text}")
         for _ in range(100):  # KV v2 upgrades its storage in the background at first

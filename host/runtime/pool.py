@@ -36,10 +36,11 @@ from typing import Any
 
 import structlog
 import wasmtime
-from wasmtime.component import Component, ExportIndex, Func, Instance, Linker
+from wasmtime.component import Component, ExportIndex, Instance, Linker
 
 from host.config import Limits
 from host.runtime import traps
+from host.runtime.call import BoundFunc
 from host.runtime.engine import deadline_ticks
 from host.runtime.exports import Export
 from lattice import codec
@@ -75,7 +76,7 @@ class Slot:
     store: wasmtime.Store
     instance: Instance
     output: collections.deque[bytes]
-    funcs: dict[str, Func] = field(default_factory=dict)
+    funcs: dict[str, BoundFunc] = field(default_factory=dict)
     calls: int = 0
 
     def stderr_tail(self) -> str:
@@ -314,16 +315,15 @@ class InstancePool:
     def _invoke(self, slot: Slot, export: Export, args: list[Any]) -> Any:
         func = slot.funcs.get(export.operation)
         if func is None:
-            func = slot.instance.get_func(slot.store, self._indices[export.operation])
-            if func is None:
+            raw = slot.instance.get_func(slot.store, self._indices[export.operation])
+            if raw is None:
                 raise InvocationError(ErrorKind.INTERNAL, f"export {export.operation} vanished")
-            slot.funcs[export.operation] = func
+            func = slot.funcs[export.operation] = BoundFunc(raw, slot.store)
         slot.output.clear()
         slot.store.set_epoch_deadline(deadline_ticks(self.limits.timeout_ms))
         started = time.perf_counter()
         try:
-            value = func(slot.store, *args)
-            func.post_return(slot.store)
+            value = func.call(slot.store, *args)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise self._classify(exc, slot, export, time.perf_counter() - started) from None
         except (TypeError, ValueError) as exc:  # wasmtime-py refusing a lowered value

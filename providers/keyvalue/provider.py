@@ -93,23 +93,28 @@ class KeyValueProvider(Provider):
                 await linked.store.close()
 
     async def health(self) -> tuple[bool, str]:
-        stores = {s.store.where: s.store for s in self._linked.values()}
-        if not stores:
+        """Ping every link's store; unhealthy if any fails, naming store and links."""
+        if not self._linked:
             return True, f"{self.backend}: no links"
 
-        async def probe(store: Store) -> str | None:
+        async def probe(key: LinkKey, store: Store) -> tuple[LinkKey, str | None]:
             try:
                 await asyncio.wait_for(store.ping(), self.op_timeout)
             except KvError as exc:
-                return f"{store.where}: {exc}"
+                return key, f"{store.where}: {exc}"
             except TimeoutError:
-                return f"{store.where}: {self.backend} unavailable: no answer"
-            return None
+                return key, f"{store.where}: {self.backend} unavailable: no answer"
+            return key, None
 
-        problems = [p for p in await asyncio.gather(*map(probe, stores.values())) if p]
+        results = await asyncio.gather(*(probe(k, s.store) for k, s in self._linked.items()))
+        problems: dict[str, list[str]] = {}
+        for key, problem in results:
+            if problem is not None:
+                problems.setdefault(problem, []).append(f"{key.source_id}/{key.name}")
         if problems:
-            return False, "; ".join(problems)
-        return True, f"{self.backend}: {len(stores)} store(s) ok for {len(self._linked)} link(s)"
+            return False, "; ".join(f"{p} (links {', '.join(ls)})" for p, ls in problems.items())
+        stores = len({s.store.where for s in self._linked.values()})
+        return True, f"{self.backend}: {stores} store(s) ok for {len(self._linked)} link(s)"
 
     # ------------------------------------------------------------------ plumbing
 
@@ -130,6 +135,8 @@ class KeyValueProvider(Provider):
                 self.log.warning("backend unavailable", store=where, error=str(exc))
             return {"err": exc.wire}
         except KvError as exc:
+            if exc.wire == {"access-denied": None}:
+                self.log.warning("backend denied access", store=where, source_id=link.source_id)
             return {"err": exc.wire}
         if where in self._down:
             self._down.discard(where)

@@ -14,6 +14,7 @@ last of them goes.
 from __future__ import annotations
 
 import asyncio
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Generic, TypeVar
@@ -25,6 +26,11 @@ MAX_CAS_RETRIES = 100
 
 Update = Callable[[bytes | None], bytes]
 """Computes the new value from the current one (None if missing); may raise KvError."""
+
+
+async def backoff(attempt: int) -> None:
+    """A short random pause after a lost check-and-set race, growing with `attempt`."""
+    await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 20)))
 
 
 def contention(key: str) -> KvError:

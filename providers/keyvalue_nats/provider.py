@@ -53,7 +53,7 @@ class _Conn:
     async def close(self) -> None:
         if not self._task.done():
             self._task.cancel()
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
         with contextlib.suppress(Exception):
             await self.nc.close()

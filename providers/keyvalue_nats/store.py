@@ -30,7 +30,7 @@ from nats.js import api
 
 from providers.keyvalue.keycodec import escape, unescape
 from providers.keyvalue.semantics import KvError, Unavailable
-from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, contention
+from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, backoff, contention
 
 JS_TIMEOUT = 2.0
 MAX_TOKEN = 1024
@@ -151,14 +151,14 @@ class NatsStore(Store):
     async def update(self, bucket: str, key: str, fn: Update) -> bytes:
         tok, hdr = token(key)
         subject = self._subject(bucket, tok)
-        for _ in range(MAX_CAS_RETRIES):
+        for attempt in range(MAX_CAS_RETRIES):
             seq, current = await self._last(subject)
             new = fn(current)
             try:
                 await self._publish(subject, new, {**(hdr or {}), EXPECTED_LAST: str(seq)})
                 return new
             except jx.APIError:  # only a wrong last sequence gets here (see _errors)
-                continue
+                await backoff(attempt)
         raise contention(key)
 
     async def keys(self, bucket: str) -> list[str]:

@@ -25,16 +25,21 @@ import httpx
 
 from providers.keyvalue.keycodec import escape, unescape
 from providers.keyvalue.semantics import KvError, Unavailable, short
-from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, contention
+from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, backoff, contention
 
 CAS_MISMATCH = "check-and-set parameter did not match"
 
 
 def _vault_errors(resp: httpx.Response) -> str:
-    with contextlib.suppress(ValueError):
-        errors = resp.json().get("errors") or []
-        if errors:
-            return "; ".join(str(e) for e in errors)
+    """Vault's own words: its `errors` list, or what a sys/health body says."""
+    with contextlib.suppress(ValueError, AttributeError):
+        body = resp.json()
+        if body.get("errors"):
+            return "; ".join(str(e) for e in body["errors"])
+        if body.get("initialized") is False:
+            return "Vault is not initialized"
+        if body.get("sealed") is True:
+            return "Vault is sealed"
     return f"HTTP {resp.status_code}"
 
 
@@ -147,11 +152,12 @@ class VaultStore(Store):
         return out
 
     async def update(self, bucket: str, key: str, fn: Update) -> bytes:
-        for _ in range(MAX_CAS_RETRIES):
+        for attempt in range(MAX_CAS_RETRIES):
             current, version = await self._read(bucket, key)
             new = fn(current)
             if await self._write(bucket, key, new, cas=version):
                 return new
+            await backoff(attempt)
         raise contention(key)
 
     async def ping(self) -> None:

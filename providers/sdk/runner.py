@@ -26,8 +26,10 @@ import json
 import signal
 import sys
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import nats
+import nkeys
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -98,8 +100,6 @@ def _auth(creds: NatsCredentials | None) -> dict[str, Any]:
         return bytearray(jwt.get_secret_value().encode())
 
     def sign(nonce: str) -> bytes:
-        import nkeys
-
         kp = nkeys.from_seed(bytearray(seed.get_secret_value().encode()))
         try:
             return base64.b64encode(kp.sign(nonce.encode()))
@@ -107,6 +107,14 @@ def _auth(creds: NatsCredentials | None) -> dict[str, Any]:
             kp.wipe()
 
     return {"user_jwt_cb": user_jwt, "signature_cb": sign}
+
+
+def _shown(url: str) -> str:
+    """A NATS URL without user, password or token, for logs."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    with contextlib.suppress(ValueError):
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 4222}"
+    return f"{parts.scheme}://{parts.hostname}"
 
 
 class Runner:
@@ -120,9 +128,7 @@ class Runner:
         self._calls: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
         self._nc: NATS | None = None
-        hd = provider.host_data
-        subjects.check_token(hd.lattice, "lattice")
-        subjects.check_token(hd.provider_id, "provider_id")
+        hd = provider.host_data  # lattice and provider_id are checked subject tokens
         self._ctl = f"wasmbus.rpc.{hd.lattice}.{hd.provider_id}"
         self._rpc_prefix = f"{hd.lattice}.{hd.provider_id}.rpc."
 
@@ -196,7 +202,9 @@ class Runner:
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             self.log.error(
-                "cannot connect to NATS", nats_url=hd.nats_url, error=str(exc) or "timed out"
+                "cannot connect to NATS",
+                nats_url=_shown(hd.nats_url),
+                error=str(exc) or "timed out",
             )
             return False
         self.provider._nc = self._nc
@@ -230,9 +238,12 @@ class Runner:
     async def _shutdown(self) -> None:
         p, nc = self.provider, self.nats
         self.log.info("stopping", in_flight=len(self._calls))
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        for sub in self._subs:  # stop taking calls; those already delivered still run
+            try:
+                await asyncio.wait_for(sub.drain(), p.shutdown_timeout)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         if self._calls:
             _, pending = await asyncio.wait(set(self._calls), timeout=p.shutdown_timeout)
             for task in pending:
