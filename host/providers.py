@@ -78,8 +78,9 @@ def provider_command(ref: str) -> list[str]:
     )
 
 
-def link_message(link: Link, state: LatticeState) -> dict[str, Any]:
-    """A link as providers receive it: config resolved, secrets apart."""
+def link_message(link: Link, state: LatticeState, provider_id: str) -> dict[str, Any]:
+    """A link as `provider_id` receives it: config resolved, secrets apart, and the
+    target's secrets only when it is the target."""
     source_public, _ = merge_config(link.source_config, state.configs)
     target_public, target_secrets = merge_config(link.target_config, state.configs)
     return {
@@ -91,7 +92,7 @@ def link_message(link: Link, state: LatticeState) -> dict[str, Any]:
         "interfaces": list(link.interfaces),
         "source_config": source_public,
         "target_config": target_public,
-        "target_secrets": target_secrets,
+        "target_secrets": target_secrets if provider_id == link.target else {},
     }
 
 
@@ -205,9 +206,9 @@ class ProviderManager:
             "provider_id": rp.id,
             "host_id": self.host_id,
             "link_definitions": [
-                link_message(lk, self.state)
+                link_message(lk, self.state, rp.id)
                 for lk in self.state.links.values()
-                if lk.target == rp.id
+                if rp.id in (lk.target, lk.source_id)
             ],
             "config": {**public, **secret},
             "log_level": self.log_level,
@@ -349,29 +350,29 @@ class ProviderManager:
     # -- links and config -----------------------------------------------------
 
     async def _on_link_change(self, old: Link | None, new: Link | None) -> None:
-        if (
-            old is not None
-            and old.target in self.running
-            and (new is None or new.target != old.target)
-        ):
-            await self._send(
-                old.target,
-                "linkdefs.del",
-                {
-                    "source_id": old.source_id,
-                    "target": old.target,
-                    "name": old.name,
-                    "wit_namespace": old.wit_namespace,
-                    "wit_package": old.wit_package,
-                },
-            )
-        if new is not None and new.target in self.running:
-            await self._send(new.target, "linkdefs.put", link_message(new, self.state))
+        """Tell every provider here that is a party to the link (as target or as source)."""
+        before = {p for p in (old.target, old.source_id) if p in self.running} if old else set()
+        after = {p for p in (new.target, new.source_id) if p in self.running} if new else set()
+        if old is not None:
+            gone = {
+                "source_id": old.source_id,
+                "target": old.target,
+                "name": old.name,
+                "wit_namespace": old.wit_namespace,
+                "wit_package": old.wit_package,
+            }
+            for pid in before - after:
+                await self._send(pid, "linkdefs.del", gone)
+        if new is not None:
+            for pid in after:
+                await self._send(pid, "linkdefs.put", link_message(new, self.state, pid))
 
     async def _on_config_change(self, name: str, _cfg: object) -> None:
         for link in list(self.state.links.values()):
-            if link.target in self.running and name in (*link.source_config, *link.target_config):
-                await self._send(link.target, "linkdefs.put", link_message(link, self.state))
+            if name not in (*link.source_config, *link.target_config):
+                continue
+            for pid in {link.target, link.source_id} & set(self.running):
+                await self._send(pid, "linkdefs.put", link_message(link, self.state, pid))
         for rp in self.running.values():
             if name in rp.config:
                 public, secret = merge_config(rp.config, self.state.configs)
