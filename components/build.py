@@ -58,6 +58,7 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "kvtool": ComponentSpec("kvtool", "kvtool-world", (None,)),
     "greeter": ComponentSpec("greeter", "greeter-world", (None,)),
     "caller": ComponentSpec("caller", "caller-world", (None,)),
+    "pingpong": ComponentSpec("pingpong", "pingpong-world", (None,)),
 }
 
 

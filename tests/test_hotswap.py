@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import pytest
 
 from lattice.client import LatticeClient
-from tests.servers import redis_server, vault_server  # noqa: F401  (fixtures)
 
 COUNTER = "lattice:examples/counter"
 KV = ("wasi", "keyvalue")
@@ -67,7 +66,7 @@ def counts_from_one(values: list[object]) -> list[int]:
 
 
 @pytest.fixture
-async def kv_setup(start_host, client: LatticeClient, redis_server, vault_server, linked_refs):  # noqa: F811
+async def kv_setup(start_host, client: LatticeClient, redis_server, vault_server, linked_refs):
     host = await start_host()
     await client.put_config("redis-a", {"url": redis_server.url(0)})
     await client.put_config("redis-b", {"url": redis_server.url(1)})
@@ -131,7 +130,7 @@ async def test_hot_swap_redis_vault_redis_under_load(kv_setup, client: LatticeCl
 async def test_provider_crash_and_backend_outage_are_clear_and_recover(
     kv_setup,
     client: LatticeClient,
-    redis_server,  # noqa: F811
+    redis_server,
 ) -> None:
     host = kv_setup
     assert (await client.call("counter", f"{COUNTER}.increment", ["k"]))["ok"] >= 1

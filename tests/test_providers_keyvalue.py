@@ -39,9 +39,7 @@ from tests.servers import (
     control,
     link,
     link_body,
-    redis_server,  # noqa: F401
     rpc,
-    vault_server,  # noqa: F401
 )
 
 OPS = {
@@ -189,8 +187,8 @@ async def kv(
     request: pytest.FixtureRequest,
     nats_url: str,
     nc: NATS,
-    redis_server: RedisServer,  # noqa: F811
-    vault_server: VaultServer,  # noqa: F811
+    redis_server: RedisServer,
+    vault_server: VaultServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[KV]:
     config_a, config_b, secrets = await backend_configs(request.param, redis_server, vault_server)
@@ -532,8 +530,8 @@ async def test_default_shutdown_exits_zero(
     backend: str,
     nats_url: str,
     nc: NATS,
-    redis_server: RedisServer,  # noqa: F811
-    vault_server: VaultServer,  # noqa: F811
+    redis_server: RedisServer,
+    vault_server: VaultServer,
     tmp_path: Path,
 ) -> None:
     config_a, _, secrets = await backend_configs(backend, redis_server, vault_server)

@@ -8,6 +8,13 @@ failure. The runner (`providers.sdk.runner`) owns NATS; this class owns what the
 knows: its host data, its current config and its links, keyed by
 `(source_id, name, wit_namespace, wit_package)`.
 
+A host sends a provider every link it is a party to. Links where the provider is the
+*target* (a component calls it) go to `on_link_put` / `on_link_del` and are found by
+`find_link` for calls. Links where the provider is the *source* (it calls a component,
+e.g. a messaging provider delivering messages to a `handler` export) are kept apart, in
+`source_links`, and go to `on_source_link_put` / `on_source_link_del`; they are never
+used to serve calls. By default a source link is accepted and nothing else happens.
+
 What it never does: touch NATS subjects, decode messages or catch handler exceptions
 (that is `providers.sdk.dispatch`).
 """
@@ -86,6 +93,7 @@ class Provider:
             provider_id=host_data.provider_id, lattice=host_data.lattice
         )
         self._links: dict[LinkKey, Link] = {}
+        self._source_links: dict[LinkKey, Link] = {}
         self._failed: dict[LinkKey, str] = {}
         self._ops: dict[str, Operation] = {}
         self._nc: NATS | None = None
@@ -134,6 +142,11 @@ class Provider:
         """The links currently in force (read-only view)."""
         return MappingProxyType(self._links)
 
+    @property
+    def source_links(self) -> Mapping[LinkKey, Link]:
+        """The links in force where this provider is the source (read-only view)."""
+        return MappingProxyType(self._source_links)
+
     def find_link(self, source_id: str, name: str, op: str) -> Link | None:
         """The link a call from `source_id` over link `name` to operation `op` uses."""
         wit = split_operation(op)
@@ -155,9 +168,14 @@ class Provider:
         """Put a link in force (called by the runner): runs `on_link_put`.
 
         A link with the same key and the same content is a no-op; a changed one is
-        removed (`on_link_del`) and then put. Raises `LinkError` when refused.
+        removed (`on_link_del`) and then put. Raises `LinkError` when refused. A link
+        whose source is this provider (and whose target is not) goes to
+        `on_source_link_put` instead, with the same rules.
         """
         if link.target != self.provider_id:
+            if link.source_id == self.provider_id:
+                await self._add_source_link(link)
+                return
             raise LinkError(
                 f"link {link.source_id}/{link.name} targets {link.target!r}, "
                 f"not this provider ({self.provider_id!r})"
@@ -186,12 +204,40 @@ class Provider:
         self._failed.pop(key, None)
         link = self._links.pop(key, None)
         if link is None:
-            return None
+            return await self._remove_source_link(key)
         try:
             await self.on_link_del(link)
         except Exception as exc:
             self.log.warning("on_link_del failed", **link.describe(), error=str(exc))
         self.log.info("link deleted", **link.describe())
+        return link
+
+    async def _add_source_link(self, link: Link) -> None:
+        old = self._source_links.get(link.key)
+        if old == link:
+            return
+        if old is not None:
+            await self._remove_source_link(link.key)
+        try:
+            await self.on_source_link_put(link)
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            self.log.warning("source link refused", **_source_describe(link), error=reason)
+            raise LinkError(
+                f"link {link.source_id}/{link.name} to {link.target}: {reason}"
+            ) from None
+        self._source_links[link.key] = link
+        self.log.info("source link put", **_source_describe(link))
+
+    async def _remove_source_link(self, key: LinkKey) -> Link | None:
+        link = self._source_links.pop(key, None)
+        if link is None:
+            return None
+        try:
+            await self.on_source_link_del(link)
+        except Exception as exc:
+            self.log.warning("on_source_link_del failed", **_source_describe(link), error=str(exc))
+        self.log.info("source link deleted", **_source_describe(link))
         return link
 
     # ------------------------------------------------------------------ hooks
@@ -208,6 +254,16 @@ class Provider:
     async def on_link_del(self, link: Link) -> None:
         """A link was removed; release what was set up for it."""
 
+    async def on_source_link_put(self, link: Link) -> None:
+        """A link from this provider to a component (`link.target`) is now in force.
+
+        Its settings are in `link.source_config` (`target_secrets` is always empty: a
+        host sends secrets only to a link's target). Raise to refuse it.
+        """
+
+    async def on_source_link_del(self, link: Link) -> None:
+        """A link from this provider was removed; stop calling its target."""
+
     async def health(self) -> tuple[bool, str]:
         """`(healthy, message)` for the host's health check. Never include secrets."""
         return True, "ok"
@@ -217,3 +273,13 @@ class Provider:
 
     async def on_shutdown(self) -> None:
         """Stopping: in-flight calls have finished; close backends here."""
+
+
+def _source_describe(link: Link) -> dict[str, Any]:
+    """Loggable fields of a source link: identity and config *names* only."""
+    return {
+        "target": link.target,
+        "link_name": link.name,
+        "wit": f"{link.wit_namespace}:{link.wit_package}/{','.join(link.interfaces)}",
+        "source_config_keys": sorted(link.source_config),
+    }
