@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-BENCHES = {"invoke": "bench.invoke"}
+BENCHES = {"invoke": "bench.invoke", "provider": "bench.provider"}
 
 
 def main() -> None:

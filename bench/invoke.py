@@ -186,7 +186,7 @@ async def main(argv: list[str]) -> None:
                 p.wait(timeout=20)
         await server.stop()
     print_table(rows)
-    save(rows)
+    save("invoke", rows)
 
 
 async def scale_to_100(echo: Path, data_dir: Path) -> tuple[float, float, float]:
@@ -222,16 +222,18 @@ async def scale_to_100(echo: Path, data_dir: Path) -> tuple[float, float, float]
     return elapsed, idle, used
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
-    head = ("measure", "raw nats-py", "lattice", "ratio / overhead")
+def print_table(
+    rows: list[tuple[str, str, str, str]],
+    head: tuple[str, str, str, str] = ("measure", "raw nats-py", "lattice", "ratio / overhead"),
+) -> None:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
     for r in [head, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
-def save(rows: list[tuple[str, str, str, str]]) -> None:
+def save(name: str, rows: list[tuple[str, str, str, str]]) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "invoke.json").write_text(
+    (RESULTS / f"{name}.json").write_text(
         json.dumps(
             {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, indent=1, ensure_ascii=False
         )

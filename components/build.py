@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 COMPONENTS_DIR = Path(__file__).resolve().parent
 WIT_DIR = COMPONENTS_DIR / "wit"
+# Unmodified WASI 0.2 WIT (wasi:http/proxy and its deps), for standard HTTP components.
+PROXY_WIT_DIR = COMPONENTS_DIR / "wit-proxy"
 SRC_DIR = COMPONENTS_DIR / "src"
 DEFAULT_CACHE_DIR = COMPONENTS_DIR.parent / ".cache" / "components"
 CACHE_ENV_VAR = "LATTICE_COMPONENT_CACHE"
@@ -40,11 +42,12 @@ APP_MODULE = "app"
 
 @dataclass(frozen=True)
 class ComponentSpec:
-    """One buildable component: its source folder, WIT world and the variants to build."""
+    """One buildable component: its source folder, WIT world, variants and WIT folder."""
 
     name: str
     world: str
     variants: tuple[str | None, ...]
+    wit_dir: Path = WIT_DIR
 
     @property
     def src_dir(self) -> Path:
@@ -59,6 +62,8 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "greeter": ComponentSpec("greeter", "greeter-world", (None,)),
     "caller": ComponentSpec("caller", "caller-world", (None,)),
     "pingpong": ComponentSpec("pingpong", "pingpong-world", (None,)),
+    # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)
+    "hello_http": ComponentSpec("hello_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
 }
 
 
@@ -89,7 +94,7 @@ def _files(root: Path, pattern: str) -> list[Path]:
 
 
 def _key_parts(spec: ComponentSpec, variant: str | None) -> Iterator[bytes]:
-    for root, pattern in ((WIT_DIR, "*.wit"), (spec.src_dir, "*")):
+    for root, pattern in ((spec.wit_dir, "*.wit"), (spec.src_dir, "*")):
         for path in _files(root, pattern):
             yield path.relative_to(root).as_posix().encode()
             yield path.read_bytes()
@@ -147,7 +152,7 @@ def _run_componentize(spec: ComponentSpec, variant: str | None, out: Path) -> No
         cmd = [
             _componentize_py(),
             "-d",
-            str(WIT_DIR),
+            str(spec.wit_dir),
             "-w",
             spec.world,
             "componentize",

@@ -45,6 +45,7 @@ BUILTIN = {
     "keyvalue-redis": "providers.keyvalue_redis",
     "keyvalue-vault": "providers.keyvalue_vault",
     "keyvalue-nats": "providers.keyvalue_nats",
+    "messaging-nats": "providers.messaging_nats",
 }
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0

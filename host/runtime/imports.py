@@ -27,6 +27,7 @@ import concurrent.futures
 import itertools
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from wasmtime.component import (
     ResourceType,
 )
 
+from host.runtime.pool import blocked
 from lattice import codec
 from lattice.protocol.invocation import (
     ERROR_HEADER,
@@ -63,6 +65,7 @@ WASI_HOST_PREFIXES = (
     "wasi:sockets/",
 )
 KEYVALUE_STORE = "wasi:keyvalue/store"
+OPEN_CACHE_SECONDS = 5.0  # a bucket the target accepted is not asked about again this soon
 BUCKET_TYPE_ID = 1
 _IFACE = re.compile(r"^(?P<ns>[a-z0-9-]+):(?P<pkg>[a-z0-9-]+)/(?P<iface>[a-z0-9-]+)(@.+)?$")
 
@@ -185,6 +188,7 @@ class ImportBridge:
         self.links = links
         self.link_name = link_name
         self._buckets: dict[int, str] = {}
+        self._accepted: dict[tuple[str, str, str, str], float] = {}
         self._reps = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -233,7 +237,11 @@ class ImportBridge:
                 wire = [
                     self._to_wire(store, t, a) for (_, t), a in zip(sig.params, args, strict=True)
                 ]
+                if is_open and self._recently_accepted(component_id, iface, args[0]):
+                    return self._opened(sig, {"ok": None}, args[0])
                 reply = self._invoke(component_id, iface, operation, wire, timeout_ms())
+                if is_open and reply == {"ok": None}:
+                    self._remember_accepted(component_id, iface, args[0])
                 if is_open:
                     return self._opened(sig, reply, args[0])
                 if sig.result is None:
@@ -258,6 +266,31 @@ class ImportBridge:
                 raise wasmtime.WasmtimeError(f"{operation}: {type(exc).__name__}: {exc}") from None
 
         return call
+
+    def _open_key(
+        self, component_id: str, iface: ImportedInterface, identifier: str
+    ) -> tuple[str, str, str, str] | None:
+        name = self.link_name(component_id, iface.namespace, iface.package)
+        link = find_link(
+            self.links, component_id, iface.namespace, iface.package, iface.interface, name
+        )
+        return None if link is None else (component_id, link.target, name, identifier)
+
+    def _recently_accepted(
+        self, component_id: str, iface: ImportedInterface, identifier: str
+    ) -> bool:
+        """Skip the `open` round trip for a bucket this target accepted moments ago."""
+        key = self._open_key(component_id, iface, identifier)
+        return key is not None and self._accepted.get(key, 0.0) > time.monotonic()
+
+    def _remember_accepted(
+        self, component_id: str, iface: ImportedInterface, identifier: str
+    ) -> None:
+        key = self._open_key(component_id, iface, identifier)
+        if key is not None:
+            if len(self._accepted) > 10_000:
+                self._accepted.clear()
+            self._accepted[key] = time.monotonic() + OPEN_CACHE_SECONDS
 
     # -- values ---------------------------------------------------------------
 
@@ -310,7 +343,8 @@ class ImportBridge:
             self.loop,
         )
         try:
-            msg = fut.result(timeout + 1)
+            with blocked():
+                msg = fut.result(timeout + 1)
         except nats.errors.NoRespondersError:
             raise ImportFailure(
                 f"{where}: target {link.target} is not running (nobody answers {operation})"

@@ -29,7 +29,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +55,34 @@ STUCK_AFTER = 0.002  # seconds a worker's call runs before another worker is add
 log = structlog.get_logger("lattice.pool")
 
 Done = Callable[[Any, InvocationError | None], None]
+
+
+_worker_pool = threading.local()  # the pool a worker thread belongs to
+
+
+@contextlib.contextmanager
+def blocked() -> Iterator[None]:
+    """Mark the calling worker as waiting on I/O (a forwarded import): its pool may add a
+    worker at once instead of after `STUCK_AFTER`, so calls that wait on the network do
+    not queue behind each other."""
+    pool: InstancePool | None = getattr(_worker_pool, "pool", None)
+    if pool is None:
+        yield
+        return
+    ident = threading.get_ident()
+    with pool._cv:
+        pool._busy_since[ident] = float("-inf")
+        pool._blocked += 1
+    if pool._loop is not None:
+        with contextlib.suppress(RuntimeError):
+            pool._loop.call_soon_threadsafe(pool._recheck_spawn)
+    try:
+        yield
+    finally:
+        with pool._cv:
+            pool._blocked -= 1
+            if ident in pool._busy_since:
+                pool._busy_since[ident] = time.monotonic()
 
 
 class PoolClosed(Exception):
@@ -114,6 +142,7 @@ class InstancePool:
         self._workers = 0
         self._waiting_workers = 0
         self._busy_since: dict[int, float] = {}
+        self._blocked = 0
         self._stopping = False
         # finished calls on their way back to the loop
         self._finished: collections.deque[tuple[Done, Any, InvocationError | None]] = (
@@ -192,7 +221,8 @@ class InstancePool:
             return
         now = time.monotonic()
         stuck = all(now - t >= STUCK_AFTER for t in self._busy_since.values())
-        if self._workers < EAGER_WORKERS or (stuck and self._waiting_workers == 0):
+        runnable = self._workers - self._blocked  # workers not parked on I/O
+        if runnable < EAGER_WORKERS or (stuck and self._waiting_workers == 0):
             self._workers += 1
             threading.Thread(
                 target=self._worker, name=f"wasm-{self.component_id}", daemon=True
@@ -228,6 +258,7 @@ class InstancePool:
     # -- worker side ----------------------------------------------------------
 
     def _worker(self) -> None:
+        _worker_pool.pool = self
         while True:
             with self._cv:
                 while True:

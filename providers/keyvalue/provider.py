@@ -201,8 +201,7 @@ class KeyValueProvider(Provider):
         async def run(s: _Linked) -> int:
             b, k = kv.check_bucket(args[0], "increment"), kv.check_key(args[1], "increment")
             delta = kv.check_u64(args[2], "increment", "delta")
-            new = await s.store.update(b, k, lambda cur: kv.counter(k, cur, delta))
-            return int(new)
+            return await s.store.increment(b, k, delta)
 
         return await self._result(link, run)
 

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Generic, TypeVar
 
-from providers.keyvalue.semantics import KvError, short
+from providers.keyvalue.semantics import KvError, counter, short
 
 MAX_CAS_RETRIES = 100
 """Optimistic-concurrency retries before an increment gives up (contention)."""
@@ -70,6 +70,11 @@ class Store(ABC):
     @abstractmethod
     async def update(self, bucket: str, key: str, fn: Update) -> bytes:
         """Atomically replace the value with `fn(current)`; returns what was written."""
+
+    async def increment(self, bucket: str, key: str, delta: int) -> int:
+        """Add `delta` to the counter at `key`; a backend may override with a faster path
+        but must keep the semantics of `semantics.counter` (plain digits, u64)."""
+        return int(await self.update(bucket, key, lambda cur: counter(key, cur, delta)))
 
     async def get_many(self, bucket: str, keys: Sequence[str]) -> list[bytes | None]:
         return list(await asyncio.gather(*(self.get(bucket, k) for k in keys)))

@@ -4,7 +4,9 @@ Layout: wasi bucket `b`, key `k` -> Redis string `b:k` (UTF-8). Bucket names mat
 `[A-Za-z0-9_-]{1,64}`, so the first ':' always ends the bucket and two buckets never
 share a key; keys are stored as they are (Redis keys are binary-safe). list-keys scans
 `b:*`; increment is WATCH/MULTI/EXEC, retried on conflict, so it is atomic and u64-exact
-(Redis' own INCRBY is signed 64-bit and would accept "+5"). Connection failures and
+(Redis' own INCRBY is signed 64-bit and would accept "+5"); a Lua script takes the
+one-round-trip INCRBY path when the stored value is plain digits within i64. Connection
+failures and
 timeouts become `Unavailable`; authentication failures `access-denied`.
 """
 
@@ -20,6 +22,14 @@ from providers.keyvalue.semantics import KvError, Unavailable
 from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, contention
 
 SCAN_COUNT = 1000
+I64_MAX = 2**63 - 1
+# One round trip for the common case: a plain-digits value (or none) that INCRBY can
+# take without leaving signed 64-bit. Anything else takes the exact WATCH/MULTI path.
+_INCR_SCRIPT = """
+local v = redis.call('GET', KEYS[1])
+if v and not string.match(v, '^[0-9]+$') then return redis.error_reply('LATTICE_SLOW') end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
 
 
 @contextlib.contextmanager
@@ -40,6 +50,7 @@ class RedisStore(Store):
     def __init__(self, client: aioredis.Redis, where: str) -> None:
         self._r = client
         self._where = where
+        self._incr = client.register_script(_INCR_SCRIPT)
 
     @property
     def where(self) -> str:
@@ -90,6 +101,15 @@ class RedisStore(Store):
                     except rx.WatchError:
                         continue
         raise contention(key)
+
+    async def increment(self, bucket: str, key: str, delta: int) -> int:
+        if delta <= I64_MAX:
+            with _errors():
+                try:
+                    return int(await self._incr(keys=[self._k(bucket, key)], args=[delta]))
+                except rx.ResponseError:
+                    pass  # not plain digits, leading zeros, or past i64: the exact path decides
+        return await super().increment(bucket, key, delta)
 
     async def get_many(self, bucket: str, keys: Sequence[str]) -> list[bytes | None]:
         with _errors():

@@ -1,0 +1,126 @@
+"""`python -m bench provider`: a component incrementing a Redis counter through the
+keyvalue-redis provider, against a plain NATS handler doing the same INCR with redis-py.
+
+Both sides answer NATS requests from this process; both end in one Redis INCR. The
+lattice path is client → host → component (wasm) → host import bridge → provider →
+Redis, so the ratio shows what linking a capability at run time costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nats
+
+from bench.invoke import concurrent, pct, print_table, save, sequential, wait_ready
+from lattice import codec, natsd
+from lattice.client import LatticeClient
+from tests.servers import RedisServer
+
+
+async def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench provider")
+    ap.add_argument("--calls", type=int, default=1000, help="sequential calls per side")
+    ap.add_argument("--total", type=int, default=5000, help="calls in the in-flight run")
+    ap.add_argument("--inflight", type=int, default=100)
+    ap.add_argument("--count", type=int, default=16, help="instances of the counter component")
+    args = ap.parse_args(argv)
+
+    from components.build import build
+
+    counter = build("counter")
+    tmp = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
+    server = natsd.EmbeddedNats("127.0.0.1", natsd.free_port(), tmp / "js", tmp / "nats.log")
+    await server.start()
+    redis_server = await RedisServer(tmp / "redis").start()
+    url, lattice = server.url, "bench"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        raw = subprocess.Popen(
+            [sys.executable, "-m", "bench.raw_incr", url, redis_server.url(0), "raw.incr"],
+            stdout=subprocess.PIPE,
+        )
+        procs.append(raw)
+        assert raw.stdout is not None and raw.stdout.readline().strip() == b"ready"
+        host = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lattice",
+                "up",
+                "--nats-url",
+                url,
+                "--lattice",
+                lattice,
+                "--data-dir",
+                str(tmp / "host"),
+                "--log-level",
+                "warning",
+            ],
+        )
+        procs.append(host)
+        host_id = await wait_ready(host, url, lattice)
+        client = await LatticeClient.connect(url, lattice, timeout=60)
+        await client.put_config("redis", {"url": redis_server.url(1)})
+        await client.start_provider(host_id, "builtin://keyvalue-redis", "kv-redis")
+        await client.scale_component(host_id, counter.as_uri(), "counter", args.count)
+        await client.put_link(
+            "counter", "kv-redis", "wasi", "keyvalue", ["store", "atomics"], target_config=["redis"]
+        )
+        nc = await nats.connect(url)
+        body = codec.pack(["bench"])
+
+        async def raw_call() -> object:
+            return await nc.request("raw.incr", body, timeout=10)
+
+        async def lattice_call() -> object:
+            return await client.call("counter", "lattice:examples/counter.increment", ["bench"])
+
+        raw_seq = await sequential(raw_call, args.calls)
+        lat_seq = await sequential(lattice_call, args.calls)
+        raw_tp = await concurrent(raw_call, args.total, args.inflight)
+        lat_tp = await concurrent(lattice_call, args.total, args.inflight)
+        p50r, p50l = pct(raw_seq, 0.5), pct(lat_seq, 0.5)
+        rows = [
+            (
+                "p50, one at a time",
+                f"{p50r * 1e6:.0f} µs",
+                f"{p50l * 1e6:.0f} µs",
+                f"{p50l / p50r:.2f}×",
+            ),
+            (
+                "p99, one at a time",
+                f"{pct(raw_seq, 0.99) * 1e6:.0f} µs",
+                f"{pct(lat_seq, 0.99) * 1e6:.0f} µs",
+                "",
+            ),
+            (
+                f"calls/s, {args.inflight} in flight",
+                f"{raw_tp:,.0f}",
+                f"{lat_tp:,.0f}",
+                f"{lat_tp / raw_tp:.2f}×",
+            ),
+        ]
+        await nc.close()
+        await client.close()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=20)
+        await redis_server.stop()
+        await server.stop()
+    head = ("measure", "plain handler + redis-py", "component via provider", "ratio")
+    print_table(rows, head)
+    save("provider", rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

@@ -1,0 +1,523 @@
+"""The reconciler's plan: desired applications + observed lattice → ordered commands.
+
+`plan(desired, observed, now=…)` is a pure function. It never talks to NATS; a command
+worker executes the commands phase by phase (`commands.Phase`), events and heartbeats
+update the snapshot, and the next plan starts from there. Applied to its own outcome, a
+plan has nothing left to do (tested with `simulate.apply` and hypothesis).
+
+One pass:
+
+1. Hosts not seen within `host_expiry` seconds are gone: nothing is sent to them and
+   their replicas no longer count, so the scalers place them elsewhere at once.
+2. Each deployed manifest is compiled (`desired.compile_app`). A lattice id claimed by
+   two apps goes to the one already running it, else to the name that sorts first; the
+   other app's component fails with a reason. Providers with an explicit `id` and the
+   same image in several apps are *shared*: each app's scaler places it, the union of
+   their hosts runs it, and it stops only when no deployed app wants it there.
+3. Per workload: eligible hosts are the live ones, minus hosts running an instance of
+   the same id that the controller did not start (never touched, never counted), minus
+   hosts where starting it failed and the backoff has not expired. `scalers.place`
+   says how many to run where; the difference with what runs becomes commands:
+   a new host → ScaleComponent/StartProvider; another count → ScaleComponent; another
+   image at the same count → UpdateComponent (the host swaps with no failed call);
+   another image and count → ScaleComponent with `allow_update`; a provider with
+   another image or config → StopProvider + StartProvider on that host (a host runs one
+   provider per id; for a swap with no gap give the new one another id and re-target the
+   link). A workload whose named config does not exist gets no commands and fails.
+4. Managed instances (annotation `wasmcloud.dev/managed-by`) of ids no deployed app
+   wants are stopped. Undeploying an app therefore removes what it owned, and nothing
+   it shared with an app still deployed.
+5. Links and config: `wiring.plan_wiring`.
+6. Backoff: a command whose key failed and waits (`backoff.waiting`) is held back
+   (`Plan.withheld`); while anything that starts a workload is held back, its stops are
+   too, so a failed start never turns into fewer replicas.
+7. Status per app and component (`status.py`).
+
+Executing: run phases in order; before `Phase.SCALE_DOWN`, wait for the events that
+confirm the `START_PROVIDER`/`SCALE_UP` commands (or give up for this round), so starts
+come before stops. Treat "not running"/"no such link" replies to stops and deletes as
+success.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lattice.controller import naming
+from lattice.controller.backoff import Failure, waiting
+from lattice.controller.commands import (
+    Command,
+    CommandKey,
+    Phase,
+    ScaleComponent,
+    StartProvider,
+    StopProvider,
+    UpdateComponent,
+    order,
+)
+from lattice.controller.desired import AppSpec, Workload, compile_app
+from lattice.controller.manifest import Manifest
+from lattice.controller.scalers import Placement, place
+from lattice.controller.snapshot import HostSnapshot, LatticeSnapshot
+from lattice.controller.status import AppStatus, ComponentStatus, State, worst
+from lattice.controller.wiring import Owner, plan_wiring
+
+DEFAULT_HOST_EXPIRY = 15.0
+DEFAULT_FAILED_AFTER = 3
+
+_STARTS = (Phase.RESTART_PROVIDER, Phase.START_PROVIDER, Phase.SCALE_UP)
+_STOPS = (Phase.SCALE_DOWN, Phase.STOP_PROVIDER)
+
+
+@dataclass(frozen=True)
+class Plan:
+    commands: tuple[Command, ...]
+    status: Mapping[str, AppStatus]
+    withheld: tuple[Command, ...] = ()  # held back by backoff; not to be run now
+    lost_hosts: tuple[str, ...] = ()  # hosts treated as gone (last seen too long ago)
+
+    @property
+    def empty(self) -> bool:
+        return not self.commands
+
+    def phases(self) -> list[tuple[Phase, tuple[Command, ...]]]:
+        """The commands grouped by phase, in execution order."""
+        return [
+            (ph, tuple(group))
+            for ph, group in itertools.groupby(self.commands, key=lambda c: c.phase)
+        ]
+
+
+def plan(
+    desired: Sequence[Manifest],
+    observed: LatticeSnapshot,
+    *,
+    now: float,
+    host_expiry: float = DEFAULT_HOST_EXPIRY,
+    retired: Sequence[Manifest] = (),
+    failures: Mapping[CommandKey, Failure] | None = None,
+    failed_after: int = DEFAULT_FAILED_AFTER,
+) -> Plan:
+    """What to do so that `observed` runs the `desired` applications.
+
+    `retired`: manifests the controller deployed before and may have left things
+    behind for — undeployed apps and earlier versions of deployed ones (passing every
+    stored version is fine); their links and configs are removed unless still wanted.
+    `failures`: the command worker's failure records by command key (`backoff.py`).
+    `failed_after`: attempts after which a failing command makes its component `failed`.
+    """
+    names = [m.name for m in desired]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"applications deployed twice: {', '.join(dupes)}")
+    return _Planner(
+        specs=sorted((compile_app(m) for m in desired), key=lambda s: s.name),
+        retired=[compile_app(m) for m in retired],
+        observed=observed,
+        now=now,
+        host_expiry=host_expiry,
+        failures=failures or {},
+        failed_after=failed_after,
+    ).run()
+
+
+@dataclass
+class _Outcome:
+    """What the planner learned about one manifest component."""
+
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    placement: Placement | None = None
+    conflict: bool = False
+
+
+class _Planner:
+    def __init__(
+        self,
+        *,
+        specs: list[AppSpec],
+        retired: list[AppSpec],
+        observed: LatticeSnapshot,
+        now: float,
+        host_expiry: float,
+        failures: Mapping[CommandKey, Failure],
+        failed_after: int,
+    ) -> None:
+        self.specs = specs
+        self.retired = retired
+        self.observed = observed
+        self.now = now
+        self.failures = failures
+        self.failed_after = failed_after
+        self.live = observed.live_hosts(now, host_expiry)
+        self.lost = tuple(sorted(set(observed.hosts) - set(self.live)))
+        self.out: list[tuple[Command, tuple[Owner, ...]]] = []
+        self.outcomes: dict[Owner, _Outcome] = defaultdict(_Outcome)
+
+    # -- the pass --------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        owners = self._owners()
+        wiring = plan_wiring(
+            [lk for s in self.specs for lk in s.links if self._owns(owners, s.name, lk.source_id)],
+            [c for s in self.specs for c in s.configs],
+            self.retired,
+            self.observed,
+            orphan_sources=self._orphan_sources(owners),
+            in_use=self._configs_in_use(),
+        )
+        self.out.extend(wiring.commands)
+        for owner, problem in wiring.problems:
+            self.outcomes[owner].failures.append(problem)
+        for wid, winners in sorted(owners.items()):
+            self._workload(wid, winners, wiring.available_configs)
+        self._strays(owners)
+        emitted, withheld = self._backoff()
+        return Plan(
+            commands=tuple(order([c for c, _ in emitted])),
+            status=self._status(owners, emitted, withheld),
+            withheld=tuple(order([c for c, _ in withheld])),
+            lost_hosts=self.lost,
+        )
+
+    # -- ownership -------------------------------------------------------------------
+
+    def _owners(self) -> dict[str, list[Workload]]:
+        """Lattice id → the workloads that get it (several only for a shared provider)."""
+        claims: dict[str, list[Workload]] = defaultdict(list)
+        for spec in self.specs:
+            for w in spec.workloads:
+                claims[w.id].append(w)
+        return {wid: self._resolve(wid, ws) for wid, ws in claims.items()}
+
+    def _resolve(self, wid: str, claims: list[Workload]) -> list[Workload]:
+        if len(claims) == 1:
+            return claims
+        running_apps: set[str] = set()
+        running_images: set[str] = set()
+        for host in self.live.values():
+            for inst in (host.components.get(wid), host.providers.get(wid)):
+                if inst is not None and naming.is_managed(inst.annotations):
+                    running_apps.add(naming.owner_app(inst.annotations) or "")
+                    running_images.add(inst.image_ref)
+        if all(w.shared for w in claims):
+            image = next((w.image for w in claims if w.image in running_images), claims[0].image)
+            winners = [w for w in claims if w.image == image]
+            users = ", ".join(repr(w.app) for w in winners)
+            why = (
+                f"provider id {wid!r} runs {image} for application {users}; use the same "
+                "image to share it, or another id"
+            )
+        else:
+            first = next((w for w in claims if w.app in running_apps), claims[0])
+            winners = [first]
+            why = (
+                f"lattice id {wid!r} is already used by application {first.app!r} "
+                f"({first.name}); rename the component or give it another id"
+            )
+        for w in claims:
+            if w not in winners:
+                outcome = self.outcomes[(w.app, w.name)]
+                outcome.failures.append(why)
+                outcome.conflict = True
+        return winners
+
+    @staticmethod
+    def _owns(owners: Mapping[str, list[Workload]], app: str, wid: str) -> bool:
+        return any(w.app == app for w in owners.get(wid, []))
+
+    def _orphan_sources(self, owners: Mapping[str, list[Workload]]) -> dict[str, str]:
+        """Ids the controller manages (or managed) that no deployed app wants → app."""
+        found: dict[str, str] = {}
+        for spec in self.retired:
+            for w in spec.workloads:
+                found.setdefault(w.id, spec.name)
+        for host in self.observed.hosts.values():  # lost hosts too: their ids were ours
+            for wid, inst in itertools.chain(host.components.items(), host.providers.items()):
+                if naming.is_managed(inst.annotations):
+                    found.setdefault(wid, naming.owner_app(inst.annotations) or "")
+        return {wid: app for wid, app in found.items() if wid not in owners}
+
+    def _configs_in_use(self) -> set[str]:
+        used = {n for s in self.specs for w in s.workloads for n in w.config}
+        for s in self.specs:
+            for lk in s.links:
+                used.update(lk.source_config, lk.target_config)
+        return used
+
+    # -- workloads -------------------------------------------------------------------
+
+    def _workload(self, wid: str, winners: list[Workload], configs: frozenset[str]) -> None:
+        kind = winners[0].kind
+        key_kind = "component" if kind == "component" else "provider"
+        current = self._current(wid, kind)
+        blocked = sorted(h for h, s in self.live.items() if _foreign(s, wid))
+        held = {
+            h
+            for h in self.live
+            if current.get(h, 0) == 0 and waiting(self.failures, (key_kind, h, wid), self.now)
+        }
+        eligible = {h: s for h, s in self.live.items() if h not in blocked and h not in held}
+        targets: dict[str, int] = {}
+        ready = True
+        for w in winners:
+            outcome = self.outcomes[(w.app, w.name)]
+            outcome.placement = p = place(w, eligible, current)
+            outcome.failures.extend(p.failures)
+            outcome.notes.extend(p.notes)
+            if blocked:
+                outcome.notes.append(
+                    f"{wid} also runs on {', '.join(blocked)} but not started by the "
+                    "controller; those hosts are left alone"
+                )
+            for name in w.config:
+                if name not in configs:
+                    ready = False
+                    outcome.failures.append(
+                        f"config {name!r} does not exist: create it with "
+                        f"`lattice config put {name} KEY=VALUE`"
+                    )
+            if w.config != winners[0].config:
+                outcome.notes.append(
+                    f"shares provider {wid} as started with application {winners[0].app!r}'s config"
+                )
+            for h, n in p.targets.items():
+                targets[h] = max(targets.get(h, 0), n)
+        if not ready:
+            return  # nothing starts without its config; the reason says how to fix it
+        owners = tuple((w.app, w.name) for w in winners)
+        if kind == "component":
+            self._components(winners[0], current, targets, owners)
+        else:
+            self._providers(winners[0], current, targets, owners)
+
+    def _current(self, wid: str, kind: str) -> dict[str, int]:
+        """Host → instances of `wid` the controller started, on live hosts."""
+        found: dict[str, int] = {}
+        for h, host in self.live.items():
+            if kind == "component":
+                comp = host.components.get(wid)
+                if comp is not None and naming.is_managed(comp.annotations) and comp.count > 0:
+                    found[h] = comp.count
+            else:
+                prov = host.providers.get(wid)
+                if prov is not None and naming.is_managed(prov.annotations):
+                    found[h] = 1
+        return found
+
+    def _components(
+        self,
+        w: Workload,
+        current: Mapping[str, int],
+        targets: Mapping[str, int],
+        owners: tuple[Owner, ...],
+    ) -> None:
+        ann = naming.annotations(w.app, w.config)
+        for h in sorted(set(current) | set(targets)):
+            inst = self.live[h].components.get(w.id)
+            want, have = targets.get(h, 0), current.get(h, 0)
+            cmd: Command | None = None
+            if want == 0:
+                assert inst is not None
+                cmd = ScaleComponent(
+                    h, inst.image_ref, w.id, 0, dict(inst.annotations), phase=Phase.SCALE_DOWN
+                )
+            elif inst is None or have == 0:
+                cmd = ScaleComponent(h, w.image, w.id, want, ann, w.config)
+            else:
+                phase = Phase.SCALE_UP if want >= have else Phase.SCALE_DOWN
+                same_config = inst.annotations.get(naming.CONFIG_NAMES_KEY) == ",".join(w.config)
+                if inst.image_ref != w.image and want == have and same_config:
+                    cmd = UpdateComponent(h, w.id, w.image, ann)
+                elif inst.image_ref != w.image:
+                    cmd = ScaleComponent(h, w.image, w.id, want, ann, w.config, True, phase)
+                elif want != have or dict(inst.annotations) != ann:
+                    cmd = ScaleComponent(h, w.image, w.id, want, ann, w.config, phase=phase)
+            if cmd is not None:
+                self.out.append((cmd, owners))
+
+    def _providers(
+        self,
+        w: Workload,
+        current: Mapping[str, int],
+        targets: Mapping[str, int],
+        owners: tuple[Owner, ...],
+    ) -> None:
+        ann = naming.annotations(w.app)
+        for h in sorted(set(current) | set(targets)):
+            inst = self.live[h].providers.get(w.id)
+            start = StartProvider(h, w.image, w.id, w.config, ann)
+            if h not in targets:
+                self.out.append((StopProvider(h, w.id), owners))
+            elif inst is None:
+                self.out.append((start, owners))
+            elif inst.image_ref != w.image or inst.config not in (None, w.config):
+                self.out.append((StopProvider(h, w.id, Phase.RESTART_PROVIDER), owners))
+                self.out.append((start, owners))
+
+    def _strays(self, owners: Mapping[str, list[Workload]]) -> None:
+        """Stop what the controller started and no deployed app wants any more."""
+        kinds = {wid: ws[0].kind for wid, ws in owners.items()}
+        for h, host in sorted(self.live.items()):
+            for wid, comp in sorted(host.components.items()):
+                if not naming.is_managed(comp.annotations) or comp.count == 0:
+                    continue
+                if kinds.get(wid) != "component":
+                    owner = (naming.owner_app(comp.annotations) or "", wid)
+                    stop = ScaleComponent(
+                        h, comp.image_ref, wid, 0, dict(comp.annotations), phase=Phase.SCALE_DOWN
+                    )
+                    self.out.append((stop, (owner,)))
+            for wid, prov in sorted(host.providers.items()):
+                if naming.is_managed(prov.annotations) and kinds.get(wid) != "capability":
+                    owner = (naming.owner_app(prov.annotations) or "", wid)
+                    self.out.append((StopProvider(h, wid), (owner,)))
+
+    # -- backoff ---------------------------------------------------------------------
+
+    def _backoff(
+        self,
+    ) -> tuple[list[tuple[Command, tuple[Owner, ...]]], list[tuple[Command, tuple[Owner, ...]]]]:
+        emitted, withheld = [], []
+        for item in self.out:
+            (withheld if waiting(self.failures, item[0].key, self.now) else emitted).append(item)
+        starting = {_workload_id(c) for c, _ in withheld if c.phase in _STARTS}
+        starting.discard(None)
+        keep, stops = [], []
+        for item in emitted:
+            waits = item[0].phase in _STOPS and _workload_id(item[0]) in starting
+            (stops if waits else keep).append(item)
+        return keep, withheld + stops
+
+    # -- status ----------------------------------------------------------------------
+
+    def _status(
+        self,
+        owners: Mapping[str, list[Workload]],
+        emitted: list[tuple[Command, tuple[Owner, ...]]],
+        withheld: list[tuple[Command, tuple[Owner, ...]]],
+    ) -> dict[str, AppStatus]:
+        pending: dict[Owner, list[Command]] = defaultdict(list)
+        held: dict[Owner, list[Command]] = defaultdict(list)
+        for source, into in ((emitted, pending), (withheld, held)):
+            for cmd, cmd_owners in source:
+                for owner in cmd_owners:
+                    into[owner].append(cmd)
+        statuses: dict[str, AppStatus] = {}
+        for spec in self.specs:
+            rows = [self._row(spec.name, w, pending, held) for w in spec.workloads]
+            rows_state = [r.state for r in rows]
+            app_level = pending.get((spec.name, ""), []) + held.get((spec.name, ""), [])
+            if app_level:
+                rows_state.append(State.RECONCILING)
+            state = worst(rows_state)
+            reason = "; ".join(
+                f"{r.name}: {r.reason}" for r in rows if r.state == state and r.reason
+            )
+            if not reason and app_level:
+                reason = "cleaning up after an earlier version: " + _summary(app_level)
+            statuses[spec.name] = AppStatus(spec.name, spec.version, state, reason, tuple(rows))
+        deployed = {s.name for s in self.specs}
+        leftovers: dict[str, list[Command]] = defaultdict(list)
+        for (app, _), cmds in itertools.chain(pending.items(), held.items()):
+            if app not in deployed:
+                leftovers[app].extend(cmds)
+        gone = {s.name for s in self.retired} | set(leftovers)
+        for app in sorted(gone - deployed - {""}):
+            version = next((s.version for s in self.retired if s.name == app), None)
+            rows = tuple(self._leftover_rows(app, pending, held))
+            reason = f"removing: {_summary(leftovers[app])}" if leftovers.get(app) else ""
+            statuses[app] = AppStatus(app, version, State.UNDEPLOYED, reason, rows)
+        return statuses
+
+    def _row(
+        self,
+        app: str,
+        w: Workload,
+        pending: Mapping[Owner, list[Command]],
+        held: Mapping[Owner, list[Command]],
+    ) -> ComponentStatus:
+        outcome = self.outcomes.get((app, w.name), _Outcome())
+        failures = list(outcome.failures)
+        notes = list(outcome.notes)
+        mine = pending.get((app, w.name), []) + held.get((app, w.name), [])
+        for cmd in mine:
+            f = self.failures.get(cmd.key)
+            if f is None:
+                continue
+            line = f"{cmd.describe()} failed {f.attempts}x: {f.error}"
+            if f.attempts >= self.failed_after:
+                failures.append(line)
+            else:
+                retry = max(0.0, f.retry_at - self.now)
+                notes.append(f"{line} (retrying in {retry:.0f}s)" if retry else line)
+        current = {} if outcome.conflict else self._current(w.id, w.kind)
+        running = sum(current.values()) if w.kind == "component" else len(current)
+        placement = outcome.placement
+        desired = placement.desired if placement else w.scaler.instances
+        if failures:
+            state = State.FAILED
+        elif mine:
+            state = State.RECONCILING
+            notes.append(_summary(mine))
+        else:
+            state = State.DEPLOYED
+        return ComponentStatus(
+            name=w.name,
+            kind=w.kind,
+            id=w.id,
+            desired=desired,
+            running=running,
+            where=tuple(sorted(current)),
+            state=state,
+            reason="; ".join(dict.fromkeys(failures + notes)),
+        )
+
+    def _leftover_rows(
+        self, app: str, pending: Mapping[Owner, list[Command]], held: Mapping[Owner, list[Command]]
+    ) -> list[ComponentStatus]:
+        rows = []
+        for (owner_app, wid), cmds in sorted(itertools.chain(pending.items(), held.items())):
+            if owner_app != app or not wid:
+                continue
+            kind = "capability" if any(isinstance(c, StopProvider) for c in cmds) else "component"
+            current = self._current(wid, kind)
+            running = sum(current.values()) if kind == "component" else len(current)
+            rows.append(
+                ComponentStatus(
+                    name=wid,
+                    kind=kind,
+                    id=wid,
+                    desired=0,
+                    running=running,
+                    where=tuple(sorted(current)),
+                    state=State.RECONCILING,
+                    reason=_summary(cmds),
+                )
+            )
+        return rows
+
+
+def _foreign(host: HostSnapshot, wid: str) -> bool:
+    """True when `host` runs something with id `wid` that the controller did not start."""
+    return any(
+        inst is not None and not naming.is_managed(inst.annotations)
+        for inst in (host.components.get(wid), host.providers.get(wid))
+    )
+
+
+def _workload_id(cmd: Command) -> str | None:
+    if isinstance(cmd, ScaleComponent | UpdateComponent):
+        return cmd.component_id
+    if isinstance(cmd, StartProvider | StopProvider):
+        return cmd.provider_id
+    return None
+
+
+def _summary(cmds: list[Command]) -> str:
+    shown = [c.describe() for c in order(cmds)[:3]]
+    more = f" and {len(cmds) - 3} more" if len(cmds) > 3 else ""
+    return "pending: " + ", ".join(shown) + more
