@@ -24,9 +24,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from lattice.protocol.subjects import SubjectError, check_token
 
@@ -150,6 +153,14 @@ class LinkTarget(_Model):
     @classmethod
     def _bare_name(cls, data: Any) -> Any:
         return {"name": data} if isinstance(data, str) else data
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        full = handler.resolve_ref_schema(handler(core_schema))
+        bare = {"type": "string", "minLength": 1, "description": "Shorthand for {name: ...}."}
+        return {"anyOf": [bare, full]}
 
 
 class LinkSource(_Model):

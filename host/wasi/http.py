@@ -1,0 +1,690 @@
+"""`wasi:http/types` in Python, and serving a component's `wasi:http/incoming-handler`.
+
+Why this exists: wasmtime-py 50 offers WASI HTTP only for *outgoing* requests
+(`Linker.add_wasi_http`); nothing in its API creates an `incoming-request` or reads an
+`outgoing-response`. So the host defines `wasi:http/types` itself — and, because those
+types use `wasi:io` streams and pollables, all of WASI that shares those resource types
+(see `host.wasi`).
+
+Theory of operation
+-------------------
+`serve_request` (on the event loop) builds an `IncomingRequest` whose body is a byte
+source, wraps it in an `Exchange`, and hands the exchange to a runner — a `WasiPool`
+(a pool worker) or a `WasiInstance` (a thread). The worker calls the component's
+`handle(request, response-out)` (`run_handler`). When the guest calls
+`response-outparam.set`, the exchange's `head` future resolves with the status, the
+headers and the response body `Pipe`; `serve_request` returns right then, while the
+guest is still writing the body. The caller iterates the body asynchronously; the guest
+writes through `output-stream`, whose `check-write` is the pipe's free space, so a slow
+reader makes the guest wait in `poll` (on the worker thread, GIL released) and memory
+stays bounded: request and response each buffer at most `PIPE_CAPACITY` plus one chunk
+of at most `WRITE_BUDGET` (64 KiB).
+
+Request bodies come from bytes (sliced into 64 KiB pieces), a sync iterable (pulled on
+the worker thread when the guest reads) or an async iterable (a feeder task on the loop
+writes into a pipe, waiting for space). Failures:
+
+* the handler traps (or times out, or the instance cannot be created) before setting a
+  response → the head is a 500 and the instance is discarded;
+* it fails after the head went out → the response body iterator raises
+  `ResponseBodyError` after the bytes that were written (the client sees a truncated
+  response, as with any server that fails mid-body);
+* it returns without setting a response → 500; without finishing the body, or dropping
+  the `outgoing-body` unfinished → `ResponseBodyError` at the end of the body;
+* `response-outparam.set` with an `error-code` → 500.
+
+Field names are lower-cased; names and values are checked as the `http` crate (and so
+wasmtime) does, and the hop-by-hop headers wasmtime forbids are refused in guest-made
+fields and left out of incoming requests (`host` becomes the authority). Trailers are
+accepted and ignored. Outgoing HTTP (`outgoing-handler.handle`) is refused with
+`HTTP-request-denied`; its resources exist only so the types line up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import structlog
+import wasmtime
+from wasmtime import WasmtimeError
+from wasmtime.component import Component, Func, Variant
+
+from host.wasi.binding import Err, HostResource, Interface, Ok, _lower_own, resource
+from host.wasi.io import (
+    ALWAYS,
+    WRITE_BUDGET,
+    ByteSource,
+    EmptySource,
+    InputStream,
+    IoError,
+    IterSource,
+    OutputStream,
+    Pipe,
+    Pollable,
+    StreamClosed,
+    StreamFailure,
+)
+from host.wasi.state import WasiState, state_of
+
+log = structlog.get_logger("lattice.wasi.http")
+
+HANDLER_INTERFACE = "wasi:http/incoming-handler"
+TYPES_INTERFACE = "wasi:http/types"
+
+# What wasmtime's WASI HTTP refuses in guest-made fields (wasmtime-wasi-http
+# DEFAULT_FORBIDDEN_HEADERS); `host` travels as the authority instead.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "http2-settings",
+    }
+)
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_METHODS = {
+    "GET": "get",
+    "HEAD": "head",
+    "POST": "post",
+    "PUT": "put",
+    "DELETE": "delete",
+    "CONNECT": "connect",
+    "OPTIONS": "options",
+    "TRACE": "trace",
+    "PATCH": "patch",
+}
+ERROR_BODY = b"internal server error\n"
+
+Headers = list[tuple[str, bytes]]
+
+
+class ResponseBodyError(Exception):
+    """The component failed after it had sent the response head."""
+
+
+# -- fields -----------------------------------------------------------------------------
+
+
+def _valid_name(name: str) -> bool:
+    return bool(_TOKEN.match(name.encode("latin-1", "replace")))
+
+
+def _valid_value(value: bytes) -> bool:
+    return all(b >= 0x20 and b != 0x7F or b == 0x09 for b in value)
+
+
+def _header_error(name: str, value: bytes | None = None) -> Variant | None:
+    """`header-error` for a guest-supplied field, None when acceptable."""
+    if not _valid_name(name) or (value is not None and not _valid_value(value)):
+        return Variant("invalid-syntax")
+    if name.lower() in FORBIDDEN_HEADERS:
+        return Variant("forbidden")
+    return None
+
+
+@resource(TYPES_INTERFACE, "fields")
+class Fields(HostResource):
+    """Header or trailer fields: ordered (name, value) pairs, names lower-cased."""
+
+    def __init__(self, entries: Headers | None = None, *, mutable: bool = True) -> None:
+        self.entries: Headers = entries if entries is not None else []
+        self.mutable = mutable
+
+    def frozen(self) -> Fields:
+        """An immutable view (a child handle such as `incoming-request.headers`)."""
+        return Fields(self.entries, mutable=False)
+
+
+def _fields_new(state: WasiState) -> Fields:
+    return Fields()
+
+
+def _fields_from_list(state: WasiState, entries: list[tuple[str, bytes]]) -> Any:
+    out: Headers = []
+    for name, value in entries:
+        error = _header_error(name, value)
+        if error is not None:
+            return Err(error)
+        out.append((name.lower(), bytes(value)))
+    return Ok(Fields(out))
+
+
+def _fields_get(state: WasiState, f: Fields, name: str) -> list[bytes]:
+    key = name.lower()
+    return [v for k, v in f.entries if k == key]
+
+
+def _fields_has(state: WasiState, f: Fields, name: str) -> bool:
+    key = name.lower()
+    return any(k == key for k, _ in f.entries)
+
+
+def _fields_set(state: WasiState, f: Fields, name: str, values: list[bytes]) -> Any:
+    if not f.mutable:
+        return Err(Variant("immutable"))
+    for value in values or [b""]:
+        error = _header_error(name, value)
+        if error is not None:
+            return Err(error)
+    key = name.lower()
+    f.entries[:] = [(k, v) for k, v in f.entries if k != key] + [(key, bytes(v)) for v in values]
+    return Ok(None)
+
+
+def _fields_delete(state: WasiState, f: Fields, name: str) -> Any:
+    if not f.mutable:
+        return Err(Variant("immutable"))
+    error = _header_error(name)
+    if error is not None:
+        return Err(error)
+    key = name.lower()
+    f.entries[:] = [(k, v) for k, v in f.entries if k != key]
+    return Ok(None)
+
+
+def _fields_append(state: WasiState, f: Fields, name: str, value: bytes) -> Any:
+    if not f.mutable:
+        return Err(Variant("immutable"))
+    error = _header_error(name, value)
+    if error is not None:
+        return Err(error)
+    f.entries.append((name.lower(), bytes(value)))
+    return Ok(None)
+
+
+def _fields_entries(state: WasiState, f: Fields) -> list[tuple[str, bytes]]:
+    return list(f.entries)
+
+
+def _fields_clone(state: WasiState, f: Fields) -> Fields:
+    return Fields(list(f.entries))
+
+
+# -- the incoming request -----------------------------------------------------------------
+
+
+@resource(TYPES_INTERFACE, "incoming-request")
+class IncomingRequest(HostResource):
+    def __init__(
+        self,
+        method: str,
+        path_with_query: str | None,
+        scheme: str | None,
+        authority: str | None,
+        headers: Headers,
+        body: ByteSource,
+    ) -> None:
+        self.method = method
+        self.path_with_query = path_with_query
+        self.scheme = scheme
+        self.authority = authority
+        self.headers = headers
+        self.body = body
+        self.consumed = False
+
+
+@resource(TYPES_INTERFACE, "incoming-body")
+class IncomingBody(HostResource):
+    def __init__(self, source: ByteSource) -> None:
+        self.source = source
+        self.streamed = False
+
+
+@resource(TYPES_INTERFACE, "future-trailers")
+class FutureTrailers(HostResource):
+    def __init__(self) -> None:
+        self.taken = False
+
+
+def method_variant(method: str) -> Variant:
+    case = _METHODS.get(method.upper())
+    return Variant(case) if case is not None else Variant("other", method)
+
+
+def scheme_variant(scheme: str | None) -> Variant | None:
+    if scheme is None:
+        return None
+    lower = scheme.lower()
+    if lower == "http":
+        return Variant("HTTP")
+    if lower == "https":
+        return Variant("HTTPS")
+    return Variant("other", scheme)
+
+
+def _request_method(state: WasiState, r: IncomingRequest) -> Variant:
+    return method_variant(r.method)
+
+
+def _request_path(state: WasiState, r: IncomingRequest) -> str | None:
+    return r.path_with_query
+
+
+def _request_scheme(state: WasiState, r: IncomingRequest) -> Variant | None:
+    return scheme_variant(r.scheme)
+
+
+def _request_authority(state: WasiState, r: IncomingRequest) -> str | None:
+    return r.authority
+
+
+def _request_headers(state: WasiState, r: IncomingRequest) -> Fields:
+    return Fields(r.headers, mutable=False)
+
+
+def _request_consume(state: WasiState, r: IncomingRequest) -> Ok[IncomingBody] | Err[None]:
+    if r.consumed:
+        return Err(None)
+    r.consumed = True
+    return Ok(IncomingBody(r.body))
+
+
+def _body_stream(state: WasiState, b: IncomingBody) -> Ok[InputStream] | Err[None]:
+    if b.streamed:
+        return Err(None)
+    b.streamed = True
+    return Ok(InputStream(b.source))
+
+
+def _body_finish(state: WasiState, b: IncomingBody) -> FutureTrailers:
+    return FutureTrailers()
+
+
+def _trailers_subscribe(state: WasiState, t: FutureTrailers) -> Pollable:
+    return Pollable(ALWAYS)
+
+
+def _trailers_get(state: WasiState, t: FutureTrailers) -> Any:
+    """`some(ok(ok(none)))` once — there are no trailers — then `some(err)`."""
+    if t.taken:
+        return Err(None)
+    t.taken = True
+    return Ok(Ok(None))
+
+
+# -- the outgoing response ----------------------------------------------------------------
+
+
+@resource(TYPES_INTERFACE, "outgoing-body")
+class OutgoingBody(HostResource):
+    def __init__(self) -> None:
+        self.pipe = Pipe()
+        self.stream_taken = False
+
+    def on_drop(self) -> None:  # dropped, not finished: the response is incomplete
+        self.pipe.finish(error="the component dropped the response body without finishing it")
+
+
+@resource(TYPES_INTERFACE, "outgoing-response")
+class OutgoingResponse(HostResource):
+    def __init__(self, headers: Fields) -> None:
+        headers.mutable = False
+        self.headers = headers
+        self.status = 200
+        self.body: OutgoingBody | None = None
+
+
+@resource(TYPES_INTERFACE, "response-outparam")
+class ResponseOutparam(HostResource):
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+
+def _response_new(state: WasiState, headers: Fields) -> OutgoingResponse:
+    return OutgoingResponse(headers)
+
+
+def _response_status(state: WasiState, r: OutgoingResponse) -> int:
+    return r.status
+
+
+def _response_set_status(state: WasiState, r: OutgoingResponse, status: int) -> Any:
+    if not 100 <= status <= 999:
+        return Err(None)
+    r.status = status
+    return Ok(None)
+
+
+def _response_headers(state: WasiState, r: OutgoingResponse) -> Fields:
+    return r.headers.frozen()
+
+
+def _response_body(state: WasiState, r: OutgoingResponse) -> Ok[OutgoingBody] | Err[None]:
+    if r.body is not None:
+        return Err(None)
+    r.body = OutgoingBody()
+    return Ok(r.body)
+
+
+def _outgoing_body_write(state: WasiState, b: OutgoingBody) -> Ok[OutputStream] | Err[None]:
+    if b.stream_taken:
+        return Err(None)
+    b.stream_taken = True
+    return Ok(OutputStream(b.pipe))
+
+
+def _outgoing_body_finish(state: WasiState, b: OutgoingBody, trailers: Fields | None) -> Any:
+    b.pipe.finish()  # trailers are accepted and ignored
+    return Ok(None)
+
+
+def _outparam_set(state: WasiState, out: ResponseOutparam, response: Ok[Any] | Err[Any]) -> None:
+    if isinstance(response, Ok):
+        resp: OutgoingResponse = response.value
+        if resp.body is None:  # body() was never asked for: the body is empty
+            resp.body = OutgoingBody()
+            resp.body.pipe.finish()
+        out.exchange.respond(resp.status, list(resp.headers.entries), resp.body.pipe)
+    else:
+        out.exchange.fail(f"the component answered with error {_describe(response.value)}")
+
+
+def _describe(code: Any) -> str:
+    if isinstance(code, Variant):
+        return code.tag if code.payload is None else f"{code.tag}({code.payload!r})"
+    return repr(code)
+
+
+def _http_error_code(state: WasiState, err: IoError) -> None:
+    return None
+
+
+def _outgoing_handle(state: WasiState, request: Any, options: Any) -> Err[Variant]:
+    return Err(Variant("HTTP-request-denied"))
+
+
+# -- resources that exist so the types line up (outgoing HTTP is not served) -------------
+
+
+@resource(TYPES_INTERFACE, "outgoing-request")
+class OutgoingRequest(HostResource):
+    """Never handed out: constructing one traps."""
+
+
+@resource(TYPES_INTERFACE, "request-options")
+class RequestOptions(HostResource):
+    """Never handed out: constructing one traps."""
+
+
+@resource(TYPES_INTERFACE, "incoming-response")
+class IncomingResponse(HostResource):
+    """Never handed out."""
+
+
+@resource(TYPES_INTERFACE, "future-incoming-response")
+class FutureIncomingResponse(HostResource):
+    """Never handed out."""
+
+
+TYPES = Interface(
+    TYPES_INTERFACE,
+    resources=(
+        Fields,
+        IncomingRequest,
+        OutgoingRequest,
+        RequestOptions,
+        ResponseOutparam,
+        IncomingResponse,
+        IncomingBody,
+        FutureTrailers,
+        OutgoingResponse,
+        OutgoingBody,
+        FutureIncomingResponse,
+    ),
+    functions={
+        "http-error-code": _http_error_code,
+        "[constructor]fields": _fields_new,
+        "[static]fields.from-list": _fields_from_list,
+        "[method]fields.get": _fields_get,
+        "[method]fields.has": _fields_has,
+        "[method]fields.set": _fields_set,
+        "[method]fields.delete": _fields_delete,
+        "[method]fields.append": _fields_append,
+        "[method]fields.entries": _fields_entries,
+        "[method]fields.clone": _fields_clone,
+        "[method]incoming-request.method": _request_method,
+        "[method]incoming-request.path-with-query": _request_path,
+        "[method]incoming-request.scheme": _request_scheme,
+        "[method]incoming-request.authority": _request_authority,
+        "[method]incoming-request.headers": _request_headers,
+        "[method]incoming-request.consume": _request_consume,
+        "[method]incoming-body.stream": _body_stream,
+        "[static]incoming-body.finish": _body_finish,
+        "[method]future-trailers.subscribe": _trailers_subscribe,
+        "[method]future-trailers.get": _trailers_get,
+        "[constructor]outgoing-response": _response_new,
+        "[method]outgoing-response.status-code": _response_status,
+        "[method]outgoing-response.set-status-code": _response_set_status,
+        "[method]outgoing-response.headers": _response_headers,
+        "[method]outgoing-response.body": _response_body,
+        "[method]outgoing-body.write": _outgoing_body_write,
+        "[static]outgoing-body.finish": _outgoing_body_finish,
+        "[static]response-outparam.set": _outparam_set,
+    },
+)
+
+OUTGOING_HANDLER = Interface("wasi:http/outgoing-handler", functions={"handle": _outgoing_handle})
+
+INTERFACES = (TYPES, OUTGOING_HANDLER)
+
+
+# -- one request/response -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    status: int
+    headers: Headers
+    body: Pipe
+
+
+def error_head(status: int = 500) -> ResponseHead:
+    pipe = Pipe()
+    pipe.write(ERROR_BODY)
+    pipe.finish()
+    return ResponseHead(status, [("content-type", b"text/plain; charset=utf-8")], pipe)
+
+
+class Exchange:
+    """One request and its response, between `serve_request` and the worker running it.
+
+    `head` resolves once: with the component's response head, or with a 500 when the
+    handler failed first. `failure` is the reason the handler failed, if it did.
+    """
+
+    def __init__(self, request: IncomingRequest) -> None:
+        self.request = request
+        self.head: concurrent.futures.Future[ResponseHead] = concurrent.futures.Future()
+        self.failure: str | None = None
+
+    def respond(self, status: int, headers: Headers, body: Pipe) -> None:
+        if self.head.done():
+            raise WasmtimeError("the response was already set")
+        self.head.set_result(ResponseHead(status, headers, body))
+
+    def fail(self, reason: str) -> None:
+        """The handler failed: a 500 if nothing was sent yet, else a broken body."""
+        if self.failure is None:
+            self.failure = reason
+        if not self.head.done():
+            self.head.set_result(error_head())
+        else:
+            self.head.result().body.finish(error=reason)
+
+    def complete(self) -> None:
+        """The handler returned: anything it left unfinished is an error."""
+        if not self.head.done():
+            self.fail("the component returned without setting a response")
+        elif not self.head.result().body.finished:
+            self.fail("the component returned without finishing the response body")
+        self.request.body.close_reader()
+
+
+def handler_export(engine: wasmtime.Engine, component: Component) -> tuple[str, str] | None:
+    """(instance export name, function) of the component's incoming handler, if any."""
+    for name in component.type.exports(engine):
+        if name.partition("@")[0] == HANDLER_INTERFACE:
+            return name, "handle"
+    return None
+
+
+def run_handler(store: wasmtime.Store, handle: Func, exchange: Exchange) -> None:
+    """Call `handle(request, response-out)` on this (worker) thread; blocking.
+
+    The caller has set the store's epoch deadline and `WasiState.deadline`. Raises what
+    the call raised (a trap); the exchange has been told either way.
+    """
+    state = state_of(store)
+    request = _lower_own(state, exchange.request)
+    outparam = _lower_own(state, ResponseOutparam(exchange))
+    try:
+        handle(store, request, outparam)
+        handle.post_return(store)
+    except BaseException as exc:
+        exchange.fail(f"the component failed: {_first_line(exc)}")
+        exchange.request.body.close_reader()
+        raise
+    exchange.complete()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1].strip() if text else type(exc).__name__
+
+
+# -- serving ------------------------------------------------------------------------------
+
+
+class ExchangeRunner(Protocol):
+    """Something that runs `handle` for an exchange off the event loop (`WasiPool`,
+    `WasiInstance`). Called on the event loop; raises when it cannot take the request."""
+
+    def start_exchange(self, exchange: Exchange) -> None: ...
+
+
+class HttpResponse(NamedTuple):
+    status: int
+    headers: Headers
+    body: AsyncIterator[bytes]
+
+
+Body = bytes | Iterable[bytes] | AsyncIterable[bytes] | None
+
+
+def _request_source(body: Body) -> tuple[ByteSource, Callable[[], Any] | None]:
+    """The body as a byte source, and (for async iterables) the feeder to start."""
+    if body is None or body == b"":
+        return EmptySource(), None
+    if isinstance(body, bytes | bytearray | memoryview):
+        data = bytes(body)
+        pieces = (data[i : i + WRITE_BUDGET] for i in range(0, len(data), WRITE_BUDGET))
+        return IterSource(pieces), None
+    if isinstance(body, AsyncIterable):
+        pipe = Pipe()
+
+        async def feed() -> None:
+            try:
+                async for chunk in body:
+                    view = memoryview(bytes(chunk))
+                    while view:
+                        await pipe.wait_writable()
+                        piece, view = view[:WRITE_BUDGET], view[WRITE_BUDGET:]
+                        pipe.write(bytes(piece))
+            except StreamClosed:
+                return  # the component stopped reading
+            except Exception as exc:
+                pipe.finish(error=f"request body failed: {type(exc).__name__}: {exc}")
+            else:
+                pipe.finish()
+
+        return pipe, feed
+    return IterSource(body), None
+
+
+def _request_headers_and_authority(
+    headers: Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes],
+    authority: str | None,
+) -> tuple[Headers, str | None]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: Headers = []
+    for name, value in items:
+        key = name.lower()
+        raw = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        if key == "host":
+            authority = authority or raw.decode("latin-1")
+        elif key not in FORBIDDEN_HEADERS:
+            out.append((key, raw))
+    return out, authority
+
+
+async def serve_request(
+    target: ExchangeRunner,
+    method: str,
+    path_with_query: str,
+    scheme: str | None = "http",
+    authority: str | None = None,
+    headers: Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes] = (),
+    body: Body = None,
+) -> HttpResponse:
+    """Serve one HTTP request with a component's `wasi:http/incoming-handler`.
+
+    Returns as soon as the component has set its response: `(status, headers, body)`,
+    where `body` is an async iterator of chunks (each at most 64 KiB) that streams while
+    the component is still writing. Iterate it to the end, or `aclose()` it to abandon
+    the response (the component then sees its output stream closed). A component that
+    fails before responding gives a 500; one that fails mid-body makes the iterator
+    raise `ResponseBodyError`. Raises what `target` raises when it cannot take the
+    request at all (e.g. `PoolClosed`, `InvocationError` when overloaded).
+    """
+    hdrs, authority = _request_headers_and_authority(headers, authority)
+    source, feed = _request_source(body)
+    request = IncomingRequest(method, path_with_query, scheme, authority, hdrs, source)
+    exchange = Exchange(request)
+    feeder = asyncio.ensure_future(feed()) if feed is not None else None
+    try:
+        target.start_exchange(exchange)
+        head = await asyncio.wrap_future(exchange.head)
+    except BaseException:
+        source.close_reader()
+        if feeder is not None:
+            feeder.cancel()
+        exchange.head.add_done_callback(_abandon)
+        raise
+    return HttpResponse(head.status, head.headers, _stream(head.body, feeder))
+
+
+def _abandon(head: concurrent.futures.Future[ResponseHead]) -> None:
+    with contextlib.suppress(Exception):
+        head.result().body.close_reader()
+
+
+async def _stream(pipe: Pipe, feeder: asyncio.Future[None] | None) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            try:
+                chunk = await pipe.aread_chunk()
+            except StreamFailure as exc:
+                raise ResponseBodyError(str(exc)) from None
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        pipe.close_reader()
+        if feeder is not None and not feeder.done():
+            feeder.cancel()
+
+
+async def read_body(body: AsyncIterator[bytes]) -> bytes:
+    """The whole body of a response (for tests and small responses)."""
+    return b"".join([chunk async for chunk in body])
