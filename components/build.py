@@ -62,6 +62,7 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "greeter": ComponentSpec("greeter", "greeter-world", (None,)),
     "caller": ComponentSpec("caller", "caller-world", (None,)),
     "pingpong": ComponentSpec("pingpong", "pingpong-world", (None,)),
+    "settings": ComponentSpec("settings", "settings-world", (None,)),
     # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)
     "hello_http": ComponentSpec("hello_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
 }

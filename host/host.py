@@ -117,6 +117,7 @@ class Host:
             lattice=self.lattice,
             links=self.state.links,
             link_name=self.link_name,
+            component_config=self.component_config,
         )
         self.components = ComponentManager(
             nc=self.nc,
@@ -260,14 +261,17 @@ class Host:
             url=str(self.nc.connected_url.netloc if self.nc.connected_url else ""),
         )
 
+    def component_config(self, component_id: str) -> dict[str, str]:
+        """The component's named config, merged in order, secrets left out."""
+        public, _ = merge_config(self.components.config_names(component_id), self.state.configs)
+        return public
+
     def link_name(self, component_id: str, namespace: str, package: str) -> str:
         """The link name a component uses for a package: `link-name.{ns}:{pkg}` in its
         named config, else "default". Read per call, so a config change applies at once."""
-        names = self.components.config_names(component_id)
-        if not names:
-            return "default"
-        public, _ = merge_config(names, self.state.configs)
-        return public.get(f"link-name.{namespace}:{package}", "default")
+        return self.component_config(component_id).get(
+            f"link-name.{namespace}:{package}", "default"
+        )
 
     # -- events and state -----------------------------------------------------
 

@@ -45,6 +45,7 @@ from wasmtime.component import (
     ResourceType,
 )
 
+from host.runtime import services
 from host.runtime.pool import blocked
 from lattice import codec
 from lattice.protocol.invocation import (
@@ -68,6 +69,7 @@ KEYVALUE_STORE = "wasi:keyvalue/store"
 OPEN_CACHE_SECONDS = 5.0  # a bucket the target accepted is not asked about again this soon
 BUCKET_TYPE_ID = 1
 _IFACE = re.compile(r"^(?P<ns>[a-z0-9-]+):(?P<pkg>[a-z0-9-]+)/(?P<iface>[a-z0-9-]+)(@.+)?$")
+# (wasi:config/store and wasi:logging/logging are served by the host: see services.py)
 
 
 class ImportFailure(Exception):
@@ -181,12 +183,14 @@ class ImportBridge:
         lattice: str,
         links: Mapping[Identity, Link],
         link_name: Callable[[str, str, str], str],
+        component_config: services.ComponentConfig | None = None,
     ) -> None:
         self.nc = nc
         self.loop = loop
         self.lattice = lattice
         self.links = links
         self.link_name = link_name
+        self.component_config = component_config or (lambda _cid: {})
         self._buckets: dict[int, str] = {}
         self._accepted: dict[tuple[str, str, str, str], float] = {}
         self._reps = itertools.count(1)
@@ -203,6 +207,16 @@ class ImportBridge:
     ) -> None:
         with linker.root() as root:
             for iface in imports:
+                if services.serves(iface.short):
+                    with root.add_instance(iface.full_name) as inst:
+                        services.define(
+                            inst,
+                            iface.short,
+                            [(f.name, f.sig) for f in iface.functions],
+                            component_id,
+                            self.component_config,
+                        )
+                    continue
                 with root.add_instance(iface.full_name) as inst:
                     for res in iface.resources:
                         inst.add_resource(res, ResourceType.host(BUCKET_TYPE_ID), self._drop)
