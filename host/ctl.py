@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import structlog
 from nats.aio.msg import Msg
 
-from host.state import StateError
 from lattice.protocol import envelope, subjects
 from lattice.protocol.envelope import CtlReply
 from lattice.protocol.links import LinkDelRequest, LinkPutRequest, NamedConfig, config_key
@@ -44,6 +43,7 @@ from lattice.protocol.messages import (
     UpdateComponentRequest,
     parse,
 )
+from lattice.state import StateError
 
 if TYPE_CHECKING:
     from host.host import Host

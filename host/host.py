@@ -28,11 +28,11 @@ from host.identity import HostIdentity, builtin_labels, load_identity
 from host.providers import ProviderManager
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
-from host.state import LatticeState
 from lattice import natsd
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
 from lattice.protocol.messages import HostInventory, HostPing
+from lattice.state import LatticeState
 from lattice.version import VERSION
 
 log = structlog.get_logger("lattice.host")

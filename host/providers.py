@@ -34,10 +34,10 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from host.components import PublishEvent
-from host.state import LatticeState
 from lattice.protocol.envelope import CtlReply
 from lattice.protocol.links import Link, merge_config
 from lattice.protocol.messages import StartProviderRequest
+from lattice.state import LatticeState
 
 log = structlog.get_logger("lattice.providers")
 
