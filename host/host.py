@@ -14,6 +14,7 @@ import contextlib
 import gc
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -72,6 +73,9 @@ class Host:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
+        self.nats_url = config.nats_url  # the URL actually joined (an embedded server's)
+        self.started = asyncio.Event()
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []  # e.g. an embedded controller
         self._log = log.bind(host_id=self.host_id, lattice=self.lattice)
 
     @property
@@ -145,6 +149,8 @@ class Host:
             "host_started", events.host_started(self.host_id, self.friendly_name, self.labels)
         )
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        self.nats_url = url
+        self.started.set()
         self._log.info(
             "host started",
             friendly_name=self.friendly_name,
@@ -212,6 +218,11 @@ class Host:
     async def stop(self, reason: str = "host stopped") -> None:
         self._stopping = True
         self._log.info("host stopping", reason=reason)
+        for hook in self.before_stop:
+            try:
+                await hook()
+            except Exception:
+                self._log.exception("stop hook failed")
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,13 +239,13 @@ class Host:
         await self.publish_event(
             "host_stopped", events.host_stopped(self.host_id, self.labels, reason)
         )
+        if hasattr(self, "state"):
+            await self.state.stop()
         if self.nc.is_connected:
             with contextlib.suppress(Exception):
                 await self.nc.flush(timeout=2)
         with contextlib.suppress(Exception):
-            await self.nc.close()
-        if hasattr(self, "state"):
-            await self.state.stop()
+            await asyncio.wait_for(self.nc.close(), 5.0)
         self.ticker.stop()
         await self._stop_embedded()
         self._log.info("host stopped")

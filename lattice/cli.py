@@ -166,6 +166,14 @@ def up(
             help="Default linear-memory cap per instance.",
         ),
     ] = 512,
+    controller: Annotated[
+        bool,
+        typer.Option(
+            "--controller/--no-controller",
+            envvar="LATTICE_CONTROLLER",
+            help="Also run a manifest controller in this process.",
+        ),
+    ] = False,
     embedded_nats: Annotated[
         bool,
         typer.Option(
@@ -200,8 +208,27 @@ def up(
         host = Host(config)
     except ValueError as exc:
         raise fail(str(exc)) from None
+
+    async def run_up() -> None:
+        if not controller:
+            await host.run()
+            return
+        from lattice.controller.run.service import Controller
+
+        task = asyncio.create_task(host.run())
+        started = asyncio.create_task(host.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            started.cancel()
+            await task  # start failed: raise its error
+            return
+        ctl = Controller(host.nats_url, lattice)
+        host.before_stop.append(ctl.stop)
+        await ctl.start()
+        await task
+
     try:
-        asyncio.run(host.run())
+        asyncio.run(run_up())
     except HostStartError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -684,6 +711,251 @@ def config_del(
 ) -> None:
     """Delete a named config (refused while a link uses it)."""
     out.print(run_client(nats_url, lattice, timeout, lambda c: c.del_config(name)), highlight=False)
+
+
+# -- applications (the controller) ---------------------------------------------------
+
+app_app = typer.Typer(
+    help="Declarative applications (OAM manifests) kept running by the controller.",
+    no_args_is_help=True,
+)
+app.add_typer(app_app, name="app")
+
+
+def show_problems(title: str, problems: list[str], style: str) -> None:
+    if problems:
+        err.print(f"[{style}]{title}:[/{style}]", highlight=False)
+        for p in problems:
+            err.print(f"  {p}", highlight=False, soft_wrap=True)
+
+
+@app_app.command("validate")
+def app_validate(
+    file: Annotated[Path, typer.Argument(help="Manifest file (YAML or JSON).")],
+) -> None:
+    """Check a manifest: every error with its path and reason, plus warnings."""
+    from lattice.controller.validate import validate
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from None
+    report = validate(text)
+    show_problems("warnings", [str(w) for w in report.warnings], "yellow")
+    if report.errors:
+        show_problems("errors", [str(e) for e in report.errors], "red")
+        raise typer.Exit(1)
+    m = report.manifest
+    assert m is not None
+    out.print(f"{file}: {m.name} {m.version or '(no version)'} is valid", highlight=False)
+
+
+@app_app.command("deploy")
+def app_deploy(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|NAME", help="A manifest file, or the name of a stored application."
+        ),
+    ],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to deploy (an older one rolls back).")
+    ] = None,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Store a manifest (when FILE) and deploy it, or deploy a stored version."""
+    path = Path(target)
+    manifest = path.read_bytes() if path.is_file() else None
+
+    async def go(c: LatticeClient) -> tuple[str, str, list[str]]:
+        name, ver, warnings = target, version, []
+        if manifest is not None:
+            put = await c.model("put", body=manifest)
+            name, ver, warnings = put["name"], version or put["version"], put.get("warnings", [])
+        reply = await c.model("deploy", name, {"version": ver} if ver else {})
+        return name, reply["version"], warnings
+
+    name, ver, warnings = run_client(nats_url, lattice, timeout, go)
+    show_problems("warnings", warnings, "yellow")
+    out.print(f"deploying {name} {ver} (lattice app status {name})", highlight=False)
+
+
+@app_app.command("undeploy")
+def app_undeploy(
+    name: Annotated[str, typer.Argument()],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Stop everything the application owns (what it shares with others stays)."""
+    run_client(nats_url, lattice, timeout, lambda c: c.model("undeploy", name))
+    out.print(f"undeploying {name}", highlight=False)
+
+
+@app_app.command("list")
+def app_list(
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+    as_json: AsJson = False,
+) -> None:
+    """Every stored application with its deployed version and state."""
+    models = run_client(nats_url, lattice, timeout, lambda c: c.model("list"))["models"]
+    if as_json:
+        print_json(models)
+        return
+    table = Table("name", "latest", "deployed", "state", "description")
+    for m in models:
+        table.add_row(
+            m["name"],
+            str(m["latest_version"]),
+            str(m["deployed_version"] or "-"),
+            m["state"],
+            m.get("description") or "",
+        )
+    out.print(table)
+
+
+@app_app.command("get")
+def app_get(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[str | None, typer.Option("--version")] = None,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Print a stored manifest (the latest version unless --version)."""
+    body = {"version": version} if version else {}
+    reply = run_client(nats_url, lattice, timeout, lambda c: c.model("get", name, body))
+    print_json(reply["manifest"])
+
+
+@app_app.command("status")
+def app_status(
+    name: Annotated[str, typer.Argument()],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+    as_json: AsJson = False,
+) -> None:
+    """Desired and running replicas per component, where, state and the reason."""
+    status = run_client(nats_url, lattice, timeout, lambda c: c.model("status", name))["status"]
+    if as_json:
+        print_json(status)
+        return
+    reason = f" — {status['reason']}" if status.get("reason") else ""
+    out.print(
+        f"{status['name']} {status.get('version') or ''}: {status['state']}{reason}",
+        highlight=False,
+    )
+    table = Table("component", "kind", "desired", "running", "where", "state", "reason")
+    for c in status.get("components", []):
+        where = ", ".join(h[:8] for h in c["where"])
+        table.add_row(
+            c["name"],
+            c["kind"],
+            str(c["desired"]),
+            str(c["running"]),
+            where,
+            c["state"],
+            c.get("reason", ""),
+        )
+    if status.get("components"):
+        out.print(table)
+
+
+@app_app.command("versions")
+def app_versions(
+    name: Annotated[str, typer.Argument()],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Every stored version; the deployed one is marked."""
+    versions = run_client(nats_url, lattice, timeout, lambda c: c.model("versions", name))
+    for v in versions["versions"]:
+        out.print(f"{v['version']}{'  (deployed)' if v['deployed'] else ''}", highlight=False)
+
+
+@app_app.command("history")
+def app_history(
+    name: Annotated[str, typer.Argument()],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """What was put, deployed, rolled back and undeployed, oldest first."""
+    import datetime
+
+    hist = run_client(nats_url, lattice, timeout, lambda c: c.model("history", name))["history"]
+    for h in hist:
+        when = datetime.datetime.fromtimestamp(h["at"]).isoformat(timespec="seconds")
+        out.print(f"{when}  {h['action']:<15} {h.get('version') or ''}", highlight=False)
+
+
+@app_app.command("delete")
+def app_delete(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Delete only this version.")
+    ] = None,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    timeout: Timeout = 10.0,
+) -> None:
+    """Delete an undeployed application, or one of its versions."""
+    body = {"version": version} if version else {}
+    reply = run_client(nats_url, lattice, timeout, lambda c: c.model("del", name, body))
+    out.print(reply["message"], highlight=False)
+
+
+@app.command()
+def controller(
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    host_expiry: Annotated[
+        float,
+        typer.Option(
+            "--host-expiry",
+            envvar="LATTICE_HOST_EXPIRY",
+            help="Seconds without news before a host counts as lost.",
+        ),
+    ] = 15.0,
+    log_format: Annotated[
+        str, typer.Option("--log-format", envvar="LATTICE_LOG_FORMAT", help="json or console.")
+    ] = "console",
+    log_level: Annotated[str, typer.Option("--log-level", envvar="LATTICE_LOG_LEVEL")] = "info",
+) -> None:
+    """Run a manifest controller (several may run: one leads, the others stand by)."""
+    from lattice import logs
+    from lattice.controller.run.service import Controller
+
+    if log_format not in ("json", "console"):
+        raise fail(f"--log-format must be json or console, not {log_format!r}")
+    try:
+        logs.configure(log_format, log_level)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+    async def go() -> None:
+        from lattice import natsd
+
+        if not await natsd.answers(nats_url, timeout=5):
+            raise LatticeError(f"no NATS server answers at {nats_url}")
+        ctl = Controller(nats_url, lattice, host_expiry=host_expiry)
+        loop = asyncio.get_running_loop()
+        import signal as _signal
+
+        for sig in (_signal.SIGINT, _signal.SIGTERM):
+            loop.add_signal_handler(sig, ctl._stop.set)
+        await ctl.run_forever()
+
+    try:
+        asyncio.run(go())
+    except LatticeError as exc:
+        raise fail(str(exc)) from None
 
 
 def main() -> None:

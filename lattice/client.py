@@ -369,6 +369,28 @@ class LatticeClient:
     async def del_config(self, name: str) -> str:
         return (await self.request(subjects.ctl(self.lattice, "config", "del", name))).message
 
+    # -- the controller -------------------------------------------------------
+
+    async def model(
+        self, verb: str, name: str | None = None, body: bytes | dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A `wadm.api.{lattice}.model.{verb}[.{name}]` request; LatticeError on failure."""
+        subject = f"wadm.api.{self.lattice}.model.{verb}" + (f".{name}" if name else "")
+        data = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
+        try:
+            msg = await self.nc.request(subject, data, timeout=self.timeout)
+        except NoRespondersError:
+            raise LatticeError(
+                f"no controller runs on lattice {self.lattice!r}; start one with "
+                "`lattice controller` or `lattice up --controller`"
+            ) from None
+        except NatsTimeout:
+            raise LatticeError(f"the controller did not answer within {self.timeout:g}s") from None
+        reply = json.loads(msg.data)
+        if reply.get("result") == "error":
+            raise LatticeError(reply.get("message", "controller error"))
+        return dict(reply)
+
     # -- invocations ----------------------------------------------------------
 
     async def call(

@@ -8,9 +8,11 @@ ports. It never touches a server it did not start.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import sys
 import sysconfig
@@ -119,6 +121,7 @@ class EmbeddedNats:
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )
+        atexit.register(self._kill_at_exit, self.process.pid)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
         while loop.time() < deadline:
@@ -131,6 +134,12 @@ class EmbeddedNats:
             await asyncio.sleep(0.05)
         await self.stop()
         raise NatsServerError(f"nats-server did not answer on {self.url} within {ready_timeout}s")
+
+    @staticmethod
+    def _kill_at_exit(pid: int) -> None:
+        """Never leave a server behind, even when the owner dies without `stop()`."""
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
     async def stop(self, timeout: float = 5.0) -> None:
         proc, self.process = self.process, None

@@ -82,12 +82,7 @@ class LatticeState:
 
     async def resync(self) -> None:
         """Replay both buckets, apply the differences, and (re)start the watchers."""
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
+        await self._cancel_watchers()
         ready = [asyncio.Event(), asyncio.Event()]
         assert self._links_kv is not None and self._config_kv is not None
         fresh_links: dict[Identity, Link] = {}
@@ -103,11 +98,16 @@ class LatticeState:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
 
     async def stop(self) -> None:
+        await self._cancel_watchers()
+
+    async def _cancel_watchers(self) -> None:
+        """Stop the watchers; bounded, since a watcher's unsubscribe on a dying
+        connection must not hold up a shutdown."""
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait(self._tasks, timeout=2.0)
         self._tasks.clear()
 
     async def _watch(

@@ -17,7 +17,7 @@ manifest store, leases, the command worker — sits on top and feeds `plan()` sn
 | `commands` | the commands a plan is made of, with phases and request bodies |
 | `wiring` | links and named config in the plan |
 | `plan` | desired + observed → commands and status |
-| `status` | application and component status |
+| `assess`, `status` | application and component status |
 | `backoff` | retries with exponential backoff and jitter |
 | `simulate` | what commands do to a snapshot (tests, optimistic overlay) |
 """

@@ -1,7 +1,8 @@
 """Rules that relate several parts of a manifest, beyond what each field's shape says.
 
-Run over every component whose shape is valid on its own, so one broken component does
-not hide problems elsewhere. Returns findings as (path, message) pairs: errors (the
+Names and ids are compared on the raw data; every other rule runs over each component
+whose shape is valid on its own, so one broken component does not hide problems
+elsewhere. Returns findings as (path, message) pairs: errors (the
 manifest cannot be deployed) and warnings (it can, but likely not as meant).
 
 Errors: duplicate component names or lattice ids, more than one scaler on a component,
@@ -153,17 +154,17 @@ def _check_scalers(comp: Component, p: str, errors: list[Finding], warnings: lis
         warnings.append(
             (f"{p}.traits", "no spreadscaler or daemonscaler: runs 1 instance on one host")
         )
-    k0, first = scalers[0] if scalers else (0, None)
-    for k, second in scalers[1:]:
-        assert first is not None
-        if first.type != second.type:
-            why = (
-                f"a component takes one scaler, not a {first.type} (traits[{k0}]) "
-                f"and a {second.type}"
-            )
-        else:
-            why = f"a component takes one scaler; traits[{k0}] is already a {first.type}"
-        errors.append((f"{p}.traits[{k}]", why))
+    if len(scalers) > 1:
+        k0, first = scalers[0]
+        for k, second in scalers[1:]:
+            if first.type != second.type:
+                why = (
+                    f"a component takes one scaler, not a {first.type} (traits[{k0}]) "
+                    f"and a {second.type}"
+                )
+            else:
+                why = f"a component takes one scaler; traits[{k0}] is already a {first.type}"
+            errors.append((f"{p}.traits[{k}]", why))
     provider = comp.type == "capability"
     for k, t in scalers:
         tp = f"{p}.traits[{k}].properties"

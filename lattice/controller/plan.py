@@ -10,7 +10,8 @@ One pass:
 1. Hosts not seen within `host_expiry` seconds are gone: nothing is sent to them and
    their replicas no longer count, so the scalers place them elsewhere at once.
 2. Each deployed manifest is compiled (`desired.compile_app`). A lattice id claimed by
-   two apps goes to the one already running it, else to the name that sorts first; the
+   two apps goes to the one listed first in `desired` (pass them in the order they
+   were first deployed, so a new manifest never takes an id from a running app); the
    other app's component fails with a reason. Providers with an explicit `id` and the
    same image in several apps are *shared*: each app's scaler places it, the union of
    their hosts runs it, and it stops only when no deployed app wants it there.
@@ -31,7 +32,7 @@ One pass:
 6. Backoff: a command whose key failed and waits (`backoff.waiting`) is held back
    (`Plan.withheld`); while anything that starts a workload is held back, its stops are
    too, so a failed start never turns into fewer replicas.
-7. Status per app and component (`status.py`).
+7. Status per app and component (`assess.py`, `status.py`).
 
 Executing: run phases in order; before `Phase.SCALE_DOWN`, wait for the events that
 confirm the `START_PROVIDER`/`SCALE_UP` commands (or give up for this round), so starts
@@ -44,9 +45,10 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lattice.controller import naming
+from lattice.controller.assess import Findings, assess
 from lattice.controller.backoff import Failure, waiting
 from lattice.controller.commands import (
     Command,
@@ -58,11 +60,11 @@ from lattice.controller.commands import (
     UpdateComponent,
     order,
 )
-from lattice.controller.desired import AppSpec, Workload, compile_app
+from lattice.controller.desired import AppSpec, DesiredConfig, Workload, compile_app
 from lattice.controller.manifest import Manifest
 from lattice.controller.scalers import Placement, place
 from lattice.controller.snapshot import HostSnapshot, LatticeSnapshot
-from lattice.controller.status import AppStatus, ComponentStatus, State, worst
+from lattice.controller.status import AppStatus
 from lattice.controller.wiring import Owner, plan_wiring
 
 DEFAULT_HOST_EXPIRY = 15.0
@@ -70,6 +72,7 @@ DEFAULT_FAILED_AFTER = 3
 
 _STARTS = (Phase.RESTART_PROVIDER, Phase.START_PROVIDER, Phase.SCALE_UP)
 _STOPS = (Phase.SCALE_DOWN, Phase.STOP_PROVIDER)
+_SHARED_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,9 @@ def plan(
 ) -> Plan:
     """What to do so that `observed` runs the `desired` applications.
 
+    `desired`: the deployed version of each application, in the order they were first
+    deployed — when two claim the same lattice id, link or config name, the earlier wins.
+
     `retired`: manifests the controller deployed before and may have left things
     behind for — undeployed apps and earlier versions of deployed ones (passing every
     stored version is fine); their links and configs are removed unless still wanted.
@@ -114,7 +120,7 @@ def plan(
     if dupes:
         raise ValueError(f"applications deployed twice: {', '.join(dupes)}")
     return _Planner(
-        specs=sorted((compile_app(m) for m in desired), key=lambda s: s.name),
+        specs=[compile_app(m) for m in desired],
         retired=[compile_app(m) for m in retired],
         observed=observed,
         now=now,
@@ -122,16 +128,6 @@ def plan(
         failures=failures or {},
         failed_after=failed_after,
     ).run()
-
-
-@dataclass
-class _Outcome:
-    """What the planner learned about one manifest component."""
-
-    failures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    placement: Placement | None = None
-    conflict: bool = False
 
 
 class _Planner:
@@ -155,7 +151,7 @@ class _Planner:
         self.live = observed.live_hosts(now, host_expiry)
         self.lost = tuple(sorted(set(observed.hosts) - set(self.live)))
         self.out: list[tuple[Command, tuple[Owner, ...]]] = []
-        self.outcomes: dict[Owner, _Outcome] = defaultdict(_Outcome)
+        self.outcomes: dict[Owner, Findings] = defaultdict(Findings)
 
     # -- the pass --------------------------------------------------------------------
 
@@ -163,7 +159,7 @@ class _Planner:
         owners = self._owners()
         wiring = plan_wiring(
             [lk for s in self.specs for lk in s.links if self._owns(owners, s.name, lk.source_id)],
-            [c for s in self.specs for c in s.configs],
+            [c for s in self.specs for c in s.configs if self._owns(owners, s.name, _id(s, c))],
             self.retired,
             self.observed,
             orphan_sources=self._orphan_sources(owners),
@@ -178,7 +174,17 @@ class _Planner:
         emitted, withheld = self._backoff()
         return Plan(
             commands=tuple(order([c for c, _ in emitted])),
-            status=self._status(owners, emitted, withheld),
+            status=assess(
+                self.specs,
+                self.retired,
+                self.outcomes,
+                emitted,
+                withheld,
+                running=self._current,
+                failures=self.failures,
+                now=self.now,
+                failed_after=self.failed_after,
+            ),
             withheld=tuple(order([c for c, _ in withheld])),
             lost_hosts=self.lost,
         )
@@ -194,25 +200,19 @@ class _Planner:
         return {wid: self._resolve(wid, ws) for wid, ws in claims.items()}
 
     def _resolve(self, wid: str, claims: list[Workload]) -> list[Workload]:
+        """The claims in deploy order: the first wins; a shared provider goes to every
+        claim with the first one's image."""
         if len(claims) == 1:
             return claims
-        running_apps: set[str] = set()
-        running_images: set[str] = set()
-        for host in self.live.values():
-            for inst in (host.components.get(wid), host.providers.get(wid)):
-                if inst is not None and naming.is_managed(inst.annotations):
-                    running_apps.add(naming.owner_app(inst.annotations) or "")
-                    running_images.add(inst.image_ref)
+        first = claims[0]
         if all(w.shared for w in claims):
-            image = next((w.image for w in claims if w.image in running_images), claims[0].image)
-            winners = [w for w in claims if w.image == image]
+            winners = [w for w in claims if w.image == first.image]
             users = ", ".join(repr(w.app) for w in winners)
             why = (
-                f"provider id {wid!r} runs {image} for application {users}; use the same "
-                "image to share it, or another id"
+                f"provider id {wid!r} runs {first.image} for application {users}; use the "
+                "same image to share it, or another id"
             )
         else:
-            first = next((w for w in claims if w.app in running_apps), claims[0])
             winners = [first]
             why = (
                 f"lattice id {wid!r} is already used by application {first.app!r} "
@@ -261,11 +261,12 @@ class _Planner:
             if current.get(h, 0) == 0 and waiting(self.failures, (key_kind, h, wid), self.now)
         }
         eligible = {h: s for h, s in self.live.items() if h not in blocked and h not in held}
+        placements = _place_all(winners, eligible, current)
         targets: dict[str, int] = {}
         ready = True
-        for w in winners:
+        for w, p in zip(winners, placements, strict=True):
             outcome = self.outcomes[(w.app, w.name)]
-            outcome.placement = p = place(w, eligible, current)
+            outcome.desired = p.desired
             outcome.failures.extend(p.failures)
             outcome.notes.extend(p.notes)
             if blocked:
@@ -326,7 +327,8 @@ class _Planner:
                     h, inst.image_ref, w.id, 0, dict(inst.annotations), phase=Phase.SCALE_DOWN
                 )
             elif inst is None or have == 0:
-                cmd = ScaleComponent(h, w.image, w.id, want, ann, w.config)
+                swap = inst is not None and inst.image_ref != w.image
+                cmd = ScaleComponent(h, w.image, w.id, want, ann, w.config, swap)
             else:
                 phase = Phase.SCALE_UP if want >= have else Phase.SCALE_DOWN
                 same_config = inst.annotations.get(naming.CONFIG_NAMES_KEY) == ",".join(w.config)
@@ -392,113 +394,30 @@ class _Planner:
             (stops if waits else keep).append(item)
         return keep, withheld + stops
 
-    # -- status ----------------------------------------------------------------------
 
-    def _status(
-        self,
-        owners: Mapping[str, list[Workload]],
-        emitted: list[tuple[Command, tuple[Owner, ...]]],
-        withheld: list[tuple[Command, tuple[Owner, ...]]],
-    ) -> dict[str, AppStatus]:
-        pending: dict[Owner, list[Command]] = defaultdict(list)
-        held: dict[Owner, list[Command]] = defaultdict(list)
-        for source, into in ((emitted, pending), (withheld, held)):
-            for cmd, cmd_owners in source:
-                for owner in cmd_owners:
-                    into[owner].append(cmd)
-        statuses: dict[str, AppStatus] = {}
-        for spec in self.specs:
-            rows = [self._row(spec.name, w, pending, held) for w in spec.workloads]
-            rows_state = [r.state for r in rows]
-            app_level = pending.get((spec.name, ""), []) + held.get((spec.name, ""), [])
-            if app_level:
-                rows_state.append(State.RECONCILING)
-            state = worst(rows_state)
-            reason = "; ".join(
-                f"{r.name}: {r.reason}" for r in rows if r.state == state and r.reason
-            )
-            if not reason and app_level:
-                reason = "cleaning up after an earlier version: " + _summary(app_level)
-            statuses[spec.name] = AppStatus(spec.name, spec.version, state, reason, tuple(rows))
-        deployed = {s.name for s in self.specs}
-        leftovers: dict[str, list[Command]] = defaultdict(list)
-        for (app, _), cmds in itertools.chain(pending.items(), held.items()):
-            if app not in deployed:
-                leftovers[app].extend(cmds)
-        gone = {s.name for s in self.retired} | set(leftovers)
-        for app in sorted(gone - deployed - {""}):
-            version = next((s.version for s in self.retired if s.name == app), None)
-            rows = tuple(self._leftover_rows(app, pending, held))
-            reason = f"removing: {_summary(leftovers[app])}" if leftovers.get(app) else ""
-            statuses[app] = AppStatus(app, version, State.UNDEPLOYED, reason, rows)
-        return statuses
+def _place_all(
+    winners: list[Workload], eligible: Mapping[str, HostSnapshot], current: Mapping[str, int]
+) -> list[Placement]:
+    """Each winner's placement. For a provider shared by several apps, the union of their
+    choices must be a fixed point (placing again from it gives it back), or the next plan
+    would move it: iterate from what runs until it is one, else use the choice made as if
+    nothing ran, which is one (each app's first hosts by id are in the union)."""
+    placements = [place(w, eligible, current) for w in winners]
+    if len(winners) == 1:
+        return placements
+    hosts = dict(current)
+    for _ in range(_SHARED_ROUNDS):
+        union = {h: 1 for p in placements for h in p.targets}
+        if union == hosts:
+            return placements
+        hosts = union
+        placements = [place(w, eligible, hosts) for w in winners]
+    return [place(w, eligible, {}) for w in winners]
 
-    def _row(
-        self,
-        app: str,
-        w: Workload,
-        pending: Mapping[Owner, list[Command]],
-        held: Mapping[Owner, list[Command]],
-    ) -> ComponentStatus:
-        outcome = self.outcomes.get((app, w.name), _Outcome())
-        failures = list(outcome.failures)
-        notes = list(outcome.notes)
-        mine = pending.get((app, w.name), []) + held.get((app, w.name), [])
-        for cmd in mine:
-            f = self.failures.get(cmd.key)
-            if f is None:
-                continue
-            line = f"{cmd.describe()} failed {f.attempts}x: {f.error}"
-            if f.attempts >= self.failed_after:
-                failures.append(line)
-            else:
-                retry = max(0.0, f.retry_at - self.now)
-                notes.append(f"{line} (retrying in {retry:.0f}s)" if retry else line)
-        current = {} if outcome.conflict else self._current(w.id, w.kind)
-        running = sum(current.values()) if w.kind == "component" else len(current)
-        placement = outcome.placement
-        desired = placement.desired if placement else w.scaler.instances
-        if failures:
-            state = State.FAILED
-        elif mine:
-            state = State.RECONCILING
-            notes.append(_summary(mine))
-        else:
-            state = State.DEPLOYED
-        return ComponentStatus(
-            name=w.name,
-            kind=w.kind,
-            id=w.id,
-            desired=desired,
-            running=running,
-            where=tuple(sorted(current)),
-            state=state,
-            reason="; ".join(dict.fromkeys(failures + notes)),
-        )
 
-    def _leftover_rows(
-        self, app: str, pending: Mapping[Owner, list[Command]], held: Mapping[Owner, list[Command]]
-    ) -> list[ComponentStatus]:
-        rows = []
-        for (owner_app, wid), cmds in sorted(itertools.chain(pending.items(), held.items())):
-            if owner_app != app or not wid:
-                continue
-            kind = "capability" if any(isinstance(c, StopProvider) for c in cmds) else "component"
-            current = self._current(wid, kind)
-            running = sum(current.values()) if kind == "component" else len(current)
-            rows.append(
-                ComponentStatus(
-                    name=wid,
-                    kind=kind,
-                    id=wid,
-                    desired=0,
-                    running=running,
-                    where=tuple(sorted(current)),
-                    state=State.RECONCILING,
-                    reason=_summary(cmds),
-                )
-            )
-        return rows
+def _id(spec: AppSpec, config: DesiredConfig) -> str:
+    """The lattice id of the component that declares `config`."""
+    return next(w.id for w in spec.workloads if w.name == config.component)
 
 
 def _foreign(host: HostSnapshot, wid: str) -> bool:
@@ -515,9 +434,3 @@ def _workload_id(cmd: Command) -> str | None:
     if isinstance(cmd, StartProvider | StopProvider):
         return cmd.provider_id
     return None
-
-
-def _summary(cmds: list[Command]) -> str:
-    shown = [c.describe() for c in order(cmds)[:3]]
-    more = f" and {len(cmds) - 3} more" if len(cmds) > 3 else ""
-    return "pending: " + ", ".join(shown) + more

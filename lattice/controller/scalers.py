@@ -63,9 +63,11 @@ def _daemon(workload: Workload, hosts: Mapping[str, HostSnapshot]) -> Placement:
     ]
     if scaler.instances == 0:
         return Placement()
+    if not matched and not scaler.rules:
+        return Placement(failures=("no live host to run it on",))
     if not matched:
-        rules = " or ".join(r.describe() for r in scaler.rules) or "any host"
-        return Placement(failures=(f"no live host matches {rules}{_LABEL_HINT}",))
+        rules = " or ".join(r.describe() for r in scaler.rules)
+        return Placement(failures=(f"no live host matches {rules}{_hint(scaler.rules[0])}",))
     per_host = 1 if workload.kind == "capability" else scaler.instances
     return Placement(targets={h: per_host for h in matched}, desired=per_host * len(matched))
 
@@ -116,7 +118,10 @@ def _spread(
     )
 
 
-_LABEL_HINT = "; label a host (lattice label put HOST KEY=VALUE) or change the requirements"
+def _hint(rule: Rule) -> str:
+    pairs = [f"{k}={v}" for k, v in sorted(rule.requirements.items())]
+    command = f"lattice label put HOST {pairs[0]}" if len(pairs) == 1 else "lattice label put"
+    return f": label a host {', '.join(pairs)} ({command}) or change the requirements"
 
 
 def _no_host(
@@ -134,4 +139,4 @@ def _no_host(
             f"already serves rule {', '.join(repr(o) for o in owners)} (overlapping "
             "requirements); make the rules' requirements disjoint"
         )
-    return f"{rule.describe()} matches no live host{_LABEL_HINT}"
+    return f"{rule.describe()} matches no live host{_hint(rule)}"

@@ -42,9 +42,18 @@ class SimulationError(ValueError):
     """A command a real host would refuse."""
 
 
-def apply(commands: Iterable[Command], snapshot: LatticeSnapshot) -> LatticeSnapshot:
+def apply(
+    commands: Iterable[Command], snapshot: LatticeSnapshot, *, strict: bool = True
+) -> LatticeSnapshot:
+    """The snapshot after `commands`, in order. A command a host would refuse raises
+    SimulationError, or with `strict=False` is skipped (as a refused command changes
+    nothing on a real host) — the form for an optimistic overlay."""
     for cmd in commands:
-        snapshot = _apply(cmd, snapshot)
+        try:
+            snapshot = _apply(cmd, snapshot)
+        except SimulationError:
+            if strict:
+                raise
     return snapshot
 
 

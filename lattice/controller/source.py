@@ -19,10 +19,6 @@ from lattice.controller.report import DOCUMENT, Problem, Segment, format_path, p
 
 def parse(text: str) -> tuple[Any, yaml.Node | None, list[Problem]]:
     """(data, node tree or None, problems): data is None when there are problems."""
-    return _parse(text)
-
-
-def _parse(text: str) -> tuple[Any, yaml.Node | None, list[Problem]]:
     if not text.strip():
         return None, None, [Problem(DOCUMENT, "the manifest is empty")]
     if text.lstrip().startswith(("{", "[")):
@@ -32,7 +28,10 @@ def _parse(text: str) -> tuple[Any, yaml.Node | None, list[Problem]]:
             where = f"line {exc.lineno}, column {exc.colno}"
             return None, None, [Problem(DOCUMENT, f"invalid JSON: {exc.msg} ({where})", exc.lineno)]
         return data, _compose_quietly(text), []
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters at once
+        return None, None, [Problem(DOCUMENT, f"invalid YAML: {exc}")]
     try:
         node = loader.get_single_node()
         if node is None:

@@ -6,21 +6,17 @@ but probably not as meant) and the parsed `Manifest` when there are no errors.
 
 Three passes, each collecting everything it finds instead of stopping at the first:
 
-1. Parsing. YAML syntax errors carry their line and column; duplicate mapping keys are
-   errors too (PyYAML would silently keep the last one).
-2. Shape, by the pydantic models in `manifest.py`. Pydantic's locations are rewritten as
-   paths (`spec.components[2].traits[0].properties.instances`, the discriminator tag
-   dropped) and its messages shortened (`must be >= 0`); an unknown field gets a
-   "did you mean" suggestion.
-3. Meaning, over every component that has a valid shape on its own — so one broken
-   component does not hide a duplicate name elsewhere: duplicate names and ids, one
-   scaler per component, spread weights, link identities and targets, config names that
-   collide. Warnings: unknown `wasi`/`wasmcloud` interfaces, link targets outside the
-   manifest, rules that can match the same host, components without a scaler, a missing
-   or numeric version.
+1. Parsing (`source.py`). YAML syntax errors carry their line and column; duplicate
+   mapping keys are errors too (PyYAML would silently keep the last one).
+2. Shape, by the pydantic models in `manifest.py` (this module). Pydantic's locations
+   are rewritten as paths (`spec.components[2].traits[0].properties.instances`, the
+   discriminator tag dropped) and its messages shortened (`must be >= 0`); an unknown
+   field gets a "did you mean" suggestion or a hint for fields carried over from wadm.
+3. Meaning (`checks.py`): duplicate names and ids, one scaler per component, spread
+   weights, link identities and targets, colliding config names; and the warnings.
 
-When the source was text, each problem carries the line of the node its path leads to.
-Nothing here does I/O; `validate_file` only reads the file it is given.
+When the source was text, each problem carries the line of the node its path leads to
+(`source.Lines`). Nothing here does I/O; `validate_file` only reads the file it is given.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ link is deleted; a retired config is deleted once no link left after this plan u
 (the host refuses to delete config a link uses) and nothing deployed refers to it.
 
 Conflicts between applications (the same link identity or config name with different
-contents) go to the application whose name sorts first; the other gets a reason.
+contents) go to the application deployed first (listed first); the other gets a reason.
 """
 
 from __future__ import annotations
@@ -52,10 +52,12 @@ def plan_wiring(
     orphan_sources: Mapping[str, str],
     in_use: Iterable[str],
 ) -> Wiring:
-    """Commands for links and configs. `links` and `configs` are those of deployed
-    apps' owned workloads; `orphan_sources` maps ids the controller manages but no
-    deployed app wants to the app that started them; `in_use` are config names deployed
-    workloads and links refer to."""
+    """Commands for links and configs.
+
+    `links` and `configs` are those of deployed apps' owned workloads, in deploy order
+    (the first wins a conflict); `orphan_sources` maps ids the controller manages but no
+    deployed app wants to the app that started them; `in_use` are the config names that
+    deployed workloads and links refer to."""
     commands: list[tuple[Command, tuple[Owner, ...]]] = []
     problems: list[tuple[Owner, str]] = []
     want_cfg = _configs(configs, problems)
@@ -103,7 +105,7 @@ def _configs(
     configs: Sequence[DesiredConfig], problems: list[tuple[Owner, str]]
 ) -> dict[str, DesiredConfig]:
     want: dict[str, DesiredConfig] = {}
-    for c in sorted(configs, key=lambda c: c.app):
+    for c in configs:
         first = want.setdefault(c.name, c)
         if first is not c and dict(first.values) != dict(c.values):
             problems.append(
@@ -121,7 +123,7 @@ def _links(
 ) -> tuple[dict[Identity, DesiredLink], dict[Identity, tuple[Owner, ...]]]:
     want: dict[Identity, DesiredLink] = {}
     owners: dict[Identity, tuple[Owner, ...]] = {}
-    for d in sorted(links, key=lambda d: d.app):
+    for d in links:
         first = want.setdefault(d.identity, d)
         if first is d or _content(first) == _content(d):
             owners[d.identity] = (*owners.get(d.identity, ()), (d.app, d.source_name))

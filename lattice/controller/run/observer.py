@@ -1,0 +1,167 @@
+"""The observed lattice, kept from heartbeats, events and a periodic inventory resync.
+
+Hosts: a `host_heartbeat` carries a full inventory; any event from a host, and its
+answer to the periodic `host.ping`, counts as seeing it; events that change what a host
+runs (`component_scaled`, `provider_started`, …) trigger a `host.get` for that host, and
+every `resync_interval` every host's inventory is fetched again — so a missed event
+heals itself. `host_stopped` removes a host at once; a host that goes silent is left to
+the planner's expiry. Links and config come from the same JetStream buckets the hosts
+watch (`lattice.state`). Every change sets `changed`, which wakes the reconcile loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
+
+from lattice.client import LatticeClient, LatticeError
+from lattice.controller.snapshot import ComponentInstance, HostSnapshot, LatticeSnapshot
+from lattice.protocol import subjects
+from lattice.protocol.events import short_type
+from lattice.state import LatticeState
+
+log = structlog.get_logger("lattice.controller.observer")
+
+REFRESH_ON = {
+    "host_started",
+    "component_scaled",
+    "component_scale_failed",
+    "provider_started",
+    "provider_start_failed",
+    "provider_stopped",
+    "labels_changed",
+}
+
+EventListener = Callable[[str, dict[str, Any]], None]
+
+
+def apply_event(host: HostSnapshot, kind: str, data: dict[str, Any], now: float) -> HostSnapshot:
+    """What an outcome event says about a host, applied at once (an inventory refresh
+    follows), so the planner does not send the same command again meanwhile."""
+    components = dict(host.components)
+    providers = dict(host.providers)
+    if kind == "component_scaled" and data.get("component_id"):
+        if int(data.get("max_instances", 0)) == 0:
+            components.pop(data["component_id"], None)
+        else:
+            components[data["component_id"]] = ComponentInstance(
+                image_ref=data["image_ref"],
+                count=int(data["max_instances"]),
+                annotations=dict(data.get("annotations") or {}),
+            )
+    elif kind == "provider_stopped":
+        providers.pop(data.get("provider_id", ""), None)
+    return dataclasses.replace(host, components=components, providers=providers, last_seen=now)
+
+
+class Observer:
+    def __init__(
+        self,
+        nc: NATS,
+        client: LatticeClient,
+        lattice: str,
+        *,
+        resync_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.nc = nc
+        self.client = client
+        self.lattice = lattice
+        self.resync_interval = resync_interval
+        self.clock = clock
+        self.hosts: dict[str, HostSnapshot] = {}
+        self.state = LatticeState(nc, lattice)
+        self.changed = asyncio.Event()
+        self.listeners: list[EventListener] = []
+        self._sub: Subscription | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._log = log.bind(lattice=lattice)
+
+    async def start(self) -> None:
+        self.state.on_link_change(self._state_changed)
+        self.state.on_config_change(self._state_changed)
+        await self.state.start()
+        self._sub = await self.nc.subscribe(
+            subjects.events_wildcard(self.lattice), cb=self._on_event
+        )
+        await self.resync()
+        self._spawn(self._resync_loop())
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        await self.state.stop()
+
+    def snapshot(self) -> LatticeSnapshot:
+        return LatticeSnapshot.build(
+            hosts=list(self.hosts.values()),
+            links=list(self.state.links.values()),
+            configs={n: c.values for n, c in self.state.configs.items()},
+        )
+
+    # -- inputs ---------------------------------------------------------------
+
+    async def _state_changed(self, *_: object) -> None:
+        self.changed.set()
+
+    async def _on_event(self, msg: Any) -> None:
+        try:
+            ev = json.loads(msg.data)
+            kind, data = short_type(ev["type"]), ev.get("data") or {}
+        except (ValueError, KeyError, TypeError):
+            return
+        host_id = data.get("host_id") or ev.get("source")
+        now = self.clock()
+        if kind == "host_heartbeat":
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self.hosts[host_id] = HostSnapshot.from_inventory(data, last_seen=now)
+        elif kind == "host_stopped":
+            self.hosts.pop(host_id, None)
+        else:
+            if host_id in self.hosts:
+                self.hosts[host_id] = apply_event(self.hosts[host_id], kind, data, now)
+            if kind in REFRESH_ON and host_id:
+                self._spawn(self.refresh(host_id))
+        for listener in self.listeners:
+            listener(kind, data)
+        self.changed.set()
+
+    async def refresh(self, host_id: str) -> None:
+        try:
+            inv = await self.client.inventory(host_id)
+        except LatticeError:
+            return
+        self.hosts[host_id] = HostSnapshot.from_inventory(inv.model_dump(), last_seen=self.clock())
+        self.changed.set()
+
+    async def resync(self) -> None:
+        """Ask every host for its inventory (as answers come in)."""
+        try:
+            async for ping in self.client.stream_hosts(wait=1.0):
+                self._spawn(self.refresh(ping.id))
+        except LatticeError as exc:
+            self._log.warning("resync failed", error=str(exc))
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_interval)
+            await self.resync()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
