@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-BENCHES = {"invoke": "bench.invoke", "provider": "bench.provider"}
+BENCHES = {
+    "invoke": "bench.invoke",
+    "provider": "bench.provider",
+    "controller": "bench.controller",
+}
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ entry is recompiled, never trusted.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib.metadata
 import os
@@ -72,19 +73,47 @@ class CompileResult:
 
 
 class CompileCache:
-    """Content-addressed cache of compiled components on disk."""
+    """Content-addressed cache of compiled components: on disk, and in memory.
+
+    Loads of the same bytes are single-flight (a lock per digest): fifty components
+    started at once from one image compile it once, not fifty times. Compiled
+    components are immutable and shared, so the last `MEMORY_ENTRIES` stay in memory
+    and a second component from the same image costs no deserialization either.
+    """
+
+    MEMORY_ENTRIES = 16
 
     def __init__(self, engine: wasmtime.Engine, directory: Path) -> None:
         self.engine = engine
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self._memory: collections.OrderedDict[str, Component] = collections.OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def path_for(self, digest: str) -> Path:
         return self.directory / f"{digest}-wasmtime{WASMTIME_VERSION}-{ENGINE_FLAVOUR}.cwasm"
 
     def load(self, wasm: bytes) -> CompileResult:
-        """Compile `wasm` or deserialize its cached artifact. Blocking; call off the loop."""
+        """Compile `wasm` or reuse its cached artifact. Blocking; call off the loop."""
         digest = hashlib.sha256(wasm).hexdigest()
+        with self._guard:
+            lock = self._locks.setdefault(digest, threading.Lock())
+        with lock:
+            with self._guard:
+                comp = self._memory.get(digest)
+                if comp is not None:
+                    self._memory.move_to_end(digest)
+            if comp is not None:
+                return CompileResult(comp, digest, cached=True)
+            result = self._load_uncached(wasm, digest)
+            with self._guard:
+                self._memory[digest] = result.component
+                while len(self._memory) > self.MEMORY_ENTRIES:
+                    self._memory.popitem(last=False)
+            return result
+
+    def _load_uncached(self, wasm: bytes, digest: str) -> CompileResult:
         path = self.path_for(digest)
         if path.exists():
             try:

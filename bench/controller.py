@@ -1,0 +1,154 @@
+"""`python -m bench controller`: deploy 50 applications of 4 replicas over 3 hosts, time
+until all are `deployed`; then kill one host and time until all are `deployed` again
+with every replica on the two hosts left.
+
+Hosts are `lattice up` processes; the controller runs in this process with the default
+host expiry (15 s), so the second figure includes noticing the host is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.invoke import print_table, save
+from lattice import natsd
+from lattice.client import LatticeClient
+from lattice.controller.run.service import Controller
+
+
+def manifest(name: str, image: str, replicas: int) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "core.oam.dev/v1beta1",
+            "kind": "Application",
+            "metadata": {"name": name, "annotations": {"version": "v1"}},
+            "spec": {
+                "components": [
+                    {
+                        "name": "echo",
+                        "type": "component",
+                        "properties": {"image": image},
+                        "traits": [{"type": "spreadscaler", "properties": {"instances": replicas}}],
+                    }
+                ]
+            },
+        }
+    ).encode()
+
+
+async def all_deployed(client: LatticeClient, names: set[str]) -> bool:
+    models = (await client.model("list"))["models"]
+    states = {m["name"]: m["state"] for m in models}
+    return all(states.get(n) == "deployed" for n in names)
+
+
+async def replicas_on(client: LatticeClient, hosts: list[str]) -> int:
+    total = 0
+    for h in hosts:
+        with contextlib.suppress(Exception):
+            total += sum(c.max_instances for c in (await client.inventory(h)).components)
+    return total
+
+
+async def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench controller")
+    ap.add_argument("--apps", type=int, default=50)
+    ap.add_argument("--replicas", type=int, default=4)
+    args = ap.parse_args(argv)
+
+    from components.build import build
+
+    image = build("echo", "v1").as_uri()
+    tmp = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
+    server = natsd.EmbeddedNats("127.0.0.1", natsd.free_port(), tmp / "js", tmp / "nats.log")
+    await server.start()
+    url, lattice = server.url, "bench"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(3):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "lattice",
+                        "up",
+                        "--nats-url",
+                        url,
+                        "--lattice",
+                        lattice,
+                        "--data-dir",
+                        str(tmp / "shared"),
+                        "--log-level",
+                        "warning",
+                        "--heartbeat-interval",
+                        "5",
+                        "--label",
+                        f"n={i}",
+                    ],
+                )
+            )
+        client = await LatticeClient.connect(url, lattice, timeout=30)
+        while len(await client.hosts(wait=0.5)) < 3:
+            await asyncio.sleep(0.2)
+        hosts = {h.labels["n"]: h.id for h in await client.hosts(wait=1.0)}
+        ctl = Controller(url, lattice)
+        await ctl.start()
+        names = {f"app{i:02d}" for i in range(args.apps)}
+
+        t0 = time.perf_counter()
+        for n in sorted(names):
+            put = await client.model("put", body=manifest(n, image, args.replicas))
+            await client.model("deploy", n, {"version": put["version"]})
+        while not await all_deployed(client, names):
+            await asyncio.sleep(0.2)
+        deploy_s = time.perf_counter() - t0
+
+        victim = procs[0]
+        victim.send_signal(signal.SIGKILL)
+        t1 = time.perf_counter()
+        left = [hosts["1"], hosts["2"]]
+        want = args.apps * args.replicas
+        while not (await replicas_on(client, left) == want and await all_deployed(client, names)):
+            await asyncio.sleep(0.2)
+        heal_s = time.perf_counter() - t1
+
+        rows = [
+            (
+                f"deploy {args.apps} apps x {args.replicas} replicas on 3 hosts",
+                "",
+                f"{deploy_s:.1f} s",
+                "until every app is deployed",
+            ),
+            (
+                "kill one host (SIGKILL)",
+                "",
+                f"{heal_s:.1f} s",
+                f"until all {want} replicas run on the 2 hosts left (host expiry 15 s)",
+            ),
+        ]
+        await ctl.stop()
+        await client.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=30)
+        await server.stop()
+    print_table(rows, ("measure", "", "time", "what"))
+    save("controller", rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
