@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from host import http_serve
 from host.config import Limits
 from host.runtime.engine import CompileCache
 from host.runtime.exports import UnknownFunction, resolve
@@ -54,6 +55,7 @@ class RunningComponent:
     digest: str
     revision: int = 0
     subscription: Subscription | None = None
+    http_subscription: Subscription | None = None
     started_at: float = field(default_factory=time.time)
 
     def describe(self) -> ComponentDescription:
@@ -99,6 +101,13 @@ class ComponentManager:
         self._publisher: asyncio.Task[None] | None = None
         self._ok_headers = {HOST_HEADER: host_id}
         self._log = log.bind(host_id=host_id, lattice=lattice)
+
+    def _pool_getter(self, component_id: str) -> Callable[[], InstancePool | None]:
+        def get() -> InstancePool | None:
+            rc = self.running.get(component_id)
+            return rc.pool if rc is not None else None
+
+        return get
 
     def _lock(self, component_id: str) -> asyncio.Lock:
         return self._locks.setdefault(component_id, asyncio.Lock())
@@ -173,6 +182,9 @@ class ComponentManager:
                 cb=self._dispatcher(rc.id),
             )
             self.running[rc.id] = rc
+            rc.http_subscription = await http_serve.attach(
+                self.nc, self.lattice, rc.id, http_serve.PoolRef(self._pool_getter(rc.id))
+            )
             self._log.info(
                 "component started",
                 component_id=rc.id,
@@ -256,9 +268,11 @@ class ComponentManager:
 
     async def _stop(self, rc: RunningComponent) -> None:
         self.running.pop(rc.id, None)
-        if rc.subscription is not None:
+        for sub in (rc.subscription, rc.http_subscription):
+            if sub is None:
+                continue
             try:
-                await rc.subscription.unsubscribe()
+                await sub.unsubscribe()
             except Exception as exc:  # connection already gone during shutdown
                 self._log.debug("unsubscribe failed", component_id=rc.id, error=str(exc))
         await rc.pool.drain()

@@ -57,6 +57,8 @@ from lattice.protocol.invocation import (
 from lattice.protocol.links import Identity, Link, find_link
 from lattice.valtype import FuncSig, Prim, ResourceT, ResultT, ValT, VariantT
 
+# Everything either WASI layer (wasmtime's native one, or the host's for HTTP components)
+# provides; the bridge never forwards these.
 WASI_HOST_PREFIXES = (
     "wasi:cli/",
     "wasi:io/",
@@ -64,6 +66,7 @@ WASI_HOST_PREFIXES = (
     "wasi:filesystem/",
     "wasi:random/",
     "wasi:sockets/",
+    "wasi:http/",
 )
 KEYVALUE_STORE = "wasi:keyvalue/store"
 OPEN_CACHE_SECONDS = 5.0  # a bucket the target accepted is not asked about again this soon

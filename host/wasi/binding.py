@@ -59,6 +59,7 @@ from wasmtime.component import (
     VariantType,
 )
 
+from host.wasi._speedups import add_func
 from host.wasi.state import WasiState, state_of
 
 T = TypeVar("T")
@@ -162,7 +163,7 @@ def define_imports(
                         impl = spec.fallback(fname, fty)
                     if impl is None:
                         impl = _unimplemented(f"{base}#{fname}")
-                    inst.add_func(fname, bind(f"{base}#{fname}", impl, fty))
+                    add_func(inst, fname, bind(f"{base}#{fname}", impl, fty), fty)
             defined.append(full)
     return defined
 
@@ -175,7 +176,8 @@ def _drop(store: Any, rep: int) -> None:
     except WasmtimeError:
         raise
     except Exception as exc:  # keep wasmtime-py's global exception slot empty
-        raise WasmtimeError(f"dropping a host resource failed: {type(exc).__name__}: {exc}")
+        msg = f"dropping a host resource failed: {type(exc).__name__}: {exc}"
+        raise WasmtimeError(msg) from None
 
 
 def _unimplemented(qualname: str) -> HostFn:
@@ -281,16 +283,18 @@ def _lift_cases(
             return Ok(payload) if tag == "ok" else Err(payload)
         return Variant(tag, payload)
 
+    def case_of(v: Any) -> str:
+        """Untagged, wasmtime-py dropped the tag: the payload's class says which case."""
+        for name, t, classes in matchers:
+            if (v is None) if t is None else isinstance(v, classes):
+                return name
+        raise WasmtimeError(f"cannot tell which case {v!r} is")
+
     def lift(st: WasiState, store: Any, v: Any) -> Any:
         if tagged:
             tag, payload = v.tag, v.payload
-        else:  # wasmtime-py dropped the tag: the payload's class says which case it was
-            for tag, t, classes in matchers:
-                if (v is None) if t is None else isinstance(v, classes):
-                    payload = v
-                    break
-            else:
-                raise WasmtimeError(f"cannot tell which case {v!r} is")
+        else:
+            tag, payload = case_of(v), v
         adapt = inner[tag]
         if adapt is not None and payload is not None:
             payload = adapt(st, store, payload)
@@ -305,7 +309,7 @@ def _lift_cases(
 def _lower_adapter(ty: ValType) -> Lower | None:
     """Converts a plain-Python result to wasmtime-py's form, or None when it already is."""
     if isinstance(ty, OwnType):
-        return _lower_own
+        return lower_own
     if isinstance(ty, ListType):
         elem = _lower_adapter(ty.element)
         if elem is None:
@@ -322,7 +326,9 @@ def _lower_adapter(ty: ValType) -> Lower | None:
         inner = _lower_adapter(ty.payload)
         if _tagged(ty):
             return lambda st, v: (
-                Variant("none") if v is None else Variant("some", v if inner is None else inner(st, v))
+                Variant("none")
+                if v is None
+                else Variant("some", v if inner is None else inner(st, v))
             )
         if inner is None:
             return None
@@ -334,7 +340,8 @@ def _lower_adapter(ty: ValType) -> Lower | None:
     return None
 
 
-def _lower_own(st: WasiState, v: Any) -> Any:
+def lower_own(st: WasiState, v: Any) -> Any:
+    """A host object handed to the guest as `own<T>`: into the table, out as a handle."""
     if isinstance(v, ResourceHost | ResourceAny):
         return v
     if not isinstance(v, HostResource):

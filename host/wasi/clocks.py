@@ -59,5 +59,7 @@ INTERFACES = (
             "subscribe-duration": _subscribe_duration,
         },
     ),
-    Interface("wasi:clocks/wall-clock", functions={"now": _wall_now, "resolution": _wall_resolution}),
+    Interface(
+        "wasi:clocks/wall-clock", functions={"now": _wall_now, "resolution": _wall_resolution}
+    ),
 )

@@ -55,7 +55,7 @@ import wasmtime
 from wasmtime import WasmtimeError
 from wasmtime.component import Component, Func, Variant
 
-from host.wasi.binding import Err, HostResource, Interface, Ok, _lower_own, resource
+from host.wasi.binding import Err, HostResource, Interface, Ok, lower_own, resource
 from host.wasi.io import (
     ALWAYS,
     WRITE_BUDGET,
@@ -92,7 +92,8 @@ FORBIDDEN_HEADERS = frozenset(
         "http2-settings",
     }
 )
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")  # no control characters, no DEL
 _METHODS = {
     "GET": "get",
     "HEAD": "head",
@@ -117,11 +118,11 @@ class ResponseBodyError(Exception):
 
 
 def _valid_name(name: str) -> bool:
-    return bool(_TOKEN.match(name.encode("latin-1", "replace")))
+    return _TOKEN.fullmatch(name.encode("utf-8")) is not None
 
 
 def _valid_value(value: bytes) -> bool:
-    return all(b >= 0x20 and b != 0x7F or b == 0x09 for b in value)
+    return _VALUE.fullmatch(value) is not None
 
 
 def _header_error(name: str, value: bytes | None = None) -> Variant | None:
@@ -521,6 +522,7 @@ class Exchange:
             self.head.set_result(error_head())
         else:
             self.head.result().body.finish(error=reason)
+        self.request.body.close_reader()
 
     def complete(self) -> None:
         """The handler returned: anything it left unfinished is an error."""
@@ -539,26 +541,32 @@ def handler_export(engine: wasmtime.Engine, component: Component) -> tuple[str, 
     return None
 
 
-def run_handler(store: wasmtime.Store, handle: Func, exchange: Exchange) -> None:
+def run_handler(
+    store: wasmtime.Store,
+    handle: Func,
+    exchange: Exchange,
+    explain: Callable[[BaseException], str] | None = None,
+) -> None:
     """Call `handle(request, response-out)` on this (worker) thread; blocking.
 
-    The caller has set the store's epoch deadline and `WasiState.deadline`. Raises what
-    the call raised (a trap); the exchange has been told either way.
+    The caller has set the store's epoch deadline and `WasiState.deadline`. A failure is
+    re-raised after the exchange was failed with `explain(exc)` (default: the last line
+    of the error); the instance must then be discarded.
     """
     state = state_of(store)
-    request = _lower_own(state, exchange.request)
-    outparam = _lower_own(state, ResponseOutparam(exchange))
+    request = lower_own(state, exchange.request)
+    outparam = lower_own(state, ResponseOutparam(exchange))
     try:
         handle(store, request, outparam)
         handle.post_return(store)
     except BaseException as exc:
-        exchange.fail(f"the component failed: {_first_line(exc)}")
-        exchange.request.body.close_reader()
+        exchange.fail(explain(exc) if explain is not None else last_line(exc))
         raise
     exchange.complete()
 
 
-def _first_line(exc: BaseException) -> str:
+def last_line(exc: BaseException) -> str:
+    """The last line of an error (wasmtime puts the reason after the backtrace)."""
     text = str(exc).strip()
     return text.splitlines()[-1].strip() if text else type(exc).__name__
 
@@ -670,6 +678,9 @@ def _abandon(head: concurrent.futures.Future[ResponseHead]) -> None:
 
 
 async def _stream(pipe: Pipe, feeder: asyncio.Future[None] | None) -> AsyncIterator[bytes]:
+    """The response body. The request feeder stops by itself when the handler ends (its
+    pipe's reader closes); it is cancelled here only if the response is abandoned."""
+    complete = False
     try:
         while True:
             try:
@@ -677,11 +688,12 @@ async def _stream(pipe: Pipe, feeder: asyncio.Future[None] | None) -> AsyncItera
             except StreamFailure as exc:
                 raise ResponseBodyError(str(exc)) from None
             if chunk is None:
+                complete = True
                 return
             yield chunk
     finally:
         pipe.close_reader()
-        if feeder is not None and not feeder.done():
+        if not complete and feeder is not None and not feeder.done():
             feeder.cancel()
 
 

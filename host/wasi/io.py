@@ -346,6 +346,9 @@ class IterSource:
 
     `next()` may block (a file, a socket): that is the point of pulling lazily on the
     worker instead of on the event loop. Always "readable": a read just pulls.
+    `close_reader` drops the iterator (so a body held by a request handle the guest has
+    not dropped yet does not keep its data alive) but does not call its `close()`: it
+    may run on another thread while the reader is inside `next()`.
     """
 
     readable: Readiness = ALWAYS
@@ -357,10 +360,11 @@ class IterSource:
 
     def read(self, n: int) -> bytes | None:
         while self._offset >= len(self._head):
-            if self._it is None:
+            it = self._it
+            if it is None:
                 return None
             try:
-                chunk = next(self._it)
+                chunk = next(it)
             except StopIteration:
                 self._it = None
                 return None
@@ -370,17 +374,16 @@ class IterSource:
             if not isinstance(chunk, bytes | bytearray | memoryview):
                 self._it = None
                 raise StreamFailure(f"body chunks must be bytes, got {type(chunk).__name__}")
+            if self._it is None:  # closed meanwhile
+                return None
             self._head, self._offset = bytes(chunk), 0
         start = self._offset
         self._offset = min(len(self._head), start + n)
         return self._head[start : self._offset]
 
     def close_reader(self) -> None:
-        it, self._it = self._it, None
-        close = getattr(it, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                close()
+        self._it = None
+        self._head, self._offset = b"", 0
 
 
 class EmptySource:

@@ -105,10 +105,9 @@ class LineLogger:
 
     def _emit(self, stream: str, line: bytes) -> None:
         text = line[: self.MAX_LINE].decode("utf-8", "replace").rstrip("\r")
-        if stream == "stderr":
-            self._log.warning("guest output", stream=stream, line=text)
-        else:
-            self._log.info("guest output", stream=stream, line=text)
+        # info, not warning, for stderr too: a trap is reported (with the stderr tail)
+        # by whoever ran the call
+        self._log.info("guest output", stream=stream, line=text)
 
 
 class WasiState:
@@ -149,7 +148,10 @@ class WasiState:
             return None
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise WasmtimeError("deadline exceeded while the component waited on the host")
+            # "interrupted" makes host.runtime.traps classify this like an epoch interrupt
+            raise WasmtimeError(
+                "interrupted: the call's deadline passed while the component waited on the host"
+            )
         return left
 
     @contextlib.contextmanager

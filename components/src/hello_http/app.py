@@ -120,4 +120,3 @@ def scheme_name(scheme: Scheme | None) -> str | None:
     if isinstance(scheme, Scheme_Other):
         return scheme.value
     return None
-

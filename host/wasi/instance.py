@@ -1,0 +1,299 @@
+"""Running components on the Python WASI layer: a pool for the host, one instance for tools.
+
+`WasiPool` is the host's `InstancePool` with three differences: its stores carry a
+`WasiState` (the layer keeps its resource table there), every call sets the state's
+host-side deadline next to the epoch deadline, and it can run HTTP exchanges
+(`serve_request(pool, ...)`) as ordinary pool work — queued, bounded by `count`, on a
+worker thread, with a trapped instance discarded like any other. Guest stdout/stderr go
+to the host log and to the slot's output buffer (for trap messages).
+
+`WasiInstance` is a single instance behind a lock, re-created after a failure, for
+tests, benchmarks and tools that have no pool; its exchanges run on the default
+executor.
+
+The pool subclass reaches into `InstancePool` internals (`_idle`, `_cv`, `_classify`,
+`_indices`); they are one module apart and tested together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import structlog
+import wasmtime
+from wasmtime.component import Component, Func, Instance, Linker
+
+from host.config import Limits
+from host.runtime import pool as runtime_pool
+from host.runtime import traps
+from host.runtime.call import BoundFunc
+from host.runtime.engine import deadline_ticks
+from host.runtime.exports import Export
+from host.runtime.pool import INSTANTIATE_TIMEOUT_MS, InstancePool, Slot, Work
+from host.wasi.http import Exchange, handler_export, last_line, run_handler
+from host.wasi.layer import new_linker
+from host.wasi.state import LineLogger, OutputHandler, WasiState, new_store, state_of
+from lattice.protocol.invocation import ErrorKind, InvocationError
+
+log = structlog.get_logger("lattice.wasi")
+
+HANDLER_OPERATION = "wasi:http/incoming-handler.handle"
+
+
+def _pool_blocking() -> Callable[[], AbstractContextManager[Any]]:
+    """`host.runtime.pool.blocked` when the pool offers it: a worker waiting on a client
+    is parked, not busy, so the pool may add a worker at once."""
+    return getattr(runtime_pool, "blocked", contextlib.nullcontext)
+
+
+def _ignore(result: Any, error: InvocationError | None) -> None:
+    """Exchange outcomes reach the caller through the exchange itself."""
+
+
+class WasiPool(InstancePool):
+    """An instance pool for components that run on the Python WASI layer."""
+
+    def __init__(self, *, env: list[tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.env = list(env or [])
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def start_exchange(self, exchange: Exchange) -> None:
+        """Queue an HTTP exchange (event loop only); see `host.wasi.serve_request`."""
+        export = self.exports.get(HANDLER_OPERATION)
+        if export is None:
+            raise InvocationError(
+                ErrorKind.UNKNOWN_FUNCTION,
+                f"component {self.component_id} does not export wasi:http/incoming-handler",
+            )
+        self.submit(export, exchange, _ignore, raw=False)
+
+    def _run(self, work: Work) -> tuple[Any, InvocationError | None]:
+        if isinstance(work.args, Exchange):
+            return self._serve(work.export, work.args)
+        return super()._run(work)
+
+    def _serve(self, export: Export, exchange: Exchange) -> tuple[None, InvocationError | None]:
+        slot: Slot | None = None
+        healthy = False
+        try:
+            with self._cv:
+                slot = self._idle.pop() if self._idle else None
+            if slot is None:
+                slot = self._instantiate()
+            handle = slot.instance.get_func(slot.store, self._indices[export.operation])
+            if handle is None:
+                raise InvocationError(ErrorKind.INTERNAL, f"export {export.operation} vanished")
+            slot.output.clear()
+            state = state_of(slot.store)
+            timeout = self.limits.timeout_ms
+            slot.store.set_epoch_deadline(deadline_ticks(timeout))
+            state.set_deadline(timeout)
+            started = time.perf_counter()
+            failure: list[InvocationError] = []
+
+            def explain(exc: BaseException) -> str:
+                if not isinstance(exc, wasmtime.WasmtimeError | wasmtime.Trap):
+                    return last_line(exc)
+                err = self._classify(exc, slot, export, time.perf_counter() - started)
+                failure.append(err)
+                return err.message
+
+            try:
+                run_handler(slot.store, handle, exchange, explain)
+            except (wasmtime.WasmtimeError, wasmtime.Trap):
+                raise failure[0] from None
+            finally:
+                state.deadline = None
+            slot.calls += 1
+            healthy = True
+            return None, None
+        except InvocationError as exc:
+            exchange.fail(exc.message)
+            return None, exc
+        except Exception as exc:  # a host bug must still answer the client
+            self._log.exception("HTTP exchange failed inside the host")
+            exchange.fail(f"host error: {type(exc).__name__}: {exc}")
+            return None, InvocationError(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            if slot is not None:
+                with self._cv:
+                    if healthy and len(self._idle) < self.max_instances and not self._stopping:
+                        self._idle.append(slot)
+                    elif not healthy:
+                        self.discarded += 1
+
+    # -- ordinary calls and instances --------------------------------------------------
+
+    def _invoke(self, slot: Slot, export: Export, args: list[Any]) -> Any:
+        state = state_of(slot.store)
+        state.set_deadline(self.limits.timeout_ms)
+        try:
+            return super()._invoke(slot, export, args)
+        finally:
+            state.deadline = None
+
+    def _instantiate(self) -> Slot:
+        output: collections.deque[bytes] = collections.deque(maxlen=64)
+        logger = LineLogger(component_id=self.component_id)
+
+        def on_output(stream: str, data: bytes) -> None:
+            output.append(data)
+            logger(stream, data)
+
+        state = WasiState(env=self.env, on_output=on_output, blocking=_pool_blocking())
+        store = new_store(self.engine, state)
+        store.set_limits(memory_size=self.limits.memory_mb * 1024 * 1024)
+        store.set_epoch_deadline(deadline_ticks(INSTANTIATE_TIMEOUT_MS))
+        state.set_deadline(INSTANTIATE_TIMEOUT_MS)
+        try:
+            instance = self.linker.instantiate(store, self.component)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise InvocationError(
+                ErrorKind.INTERNAL, f"component {self.component_id} failed to instantiate: {exc}"
+            ) from None
+        finally:
+            state.deadline = None
+        with self._cv:
+            self.instantiated += 1
+        return Slot(store=store, instance=instance, output=output)
+
+
+class WasiInstance:
+    """One instance of a component on the Python WASI layer; re-created after a failure.
+
+    Calls and exchanges are serialised (one store, one thread at a time). Blocking
+    methods run on the calling thread; `start_exchange` runs on the default executor.
+    """
+
+    def __init__(
+        self,
+        engine: wasmtime.Engine,
+        component: Component,
+        *,
+        linker: Linker | None = None,
+        limits: Limits | None = None,
+        env: list[tuple[str, str]] | None = None,
+        on_output: OutputHandler | None = None,
+    ) -> None:
+        self.engine = engine
+        self.component = component
+        self.linker = linker or new_linker(engine, component)
+        self.limits = limits or Limits()
+        self.env = list(env or [])
+        self.on_output = on_output
+        self.instantiated = 0
+        self.output: collections.deque[bytes] = collections.deque(maxlen=64)
+        self._lock = threading.Lock()
+        self._live: tuple[wasmtime.Store, Instance] | None = None
+        self._funcs: dict[tuple[str, ...], Func] = {}
+        self._handler_path = handler_export(engine, component)
+
+    @property
+    def store(self) -> wasmtime.Store | None:
+        return self._live[0] if self._live is not None else None
+
+    def instantiate(self) -> tuple[wasmtime.Store, Instance]:
+        """The live (store, instance), created if needed. Blocking; not thread-safe on
+        its own (`call` and `handle_blocking` hold the instance's lock around it)."""
+        if self._live is None:
+            output = self.output
+            forward = self.on_output or LineLogger()
+
+            def on_output(stream: str, data: bytes) -> None:
+                output.append(data)
+                forward(stream, data)
+
+            state = WasiState(env=self.env, on_output=on_output)
+            store = new_store(self.engine, state)
+            store.set_limits(memory_size=self.limits.memory_mb * 1024 * 1024)
+            store.set_epoch_deadline(deadline_ticks(INSTANTIATE_TIMEOUT_MS))
+            state.set_deadline(INSTANTIATE_TIMEOUT_MS)
+            try:
+                instance = self.linker.instantiate(store, self.component)
+            finally:
+                state.deadline = None
+            self._live = (store, instance)
+            self._funcs.clear()
+            self.instantiated += 1
+        return self._live
+
+    def _discard(self) -> None:
+        self._live = None
+        self._funcs.clear()
+
+    def _func(self, *path: str) -> Func:
+        func = self._funcs.get(path)
+        if func is None:
+            store, instance = self.instantiate()
+            parent = None
+            for name in path:
+                parent = self.component.get_export_index(name, parent)
+                if parent is None:
+                    raise LookupError(f"export {'/'.join(path)} not found")
+            found = instance.get_func(store, parent)
+            if found is None:
+                raise LookupError(f"export {'/'.join(path)} is not a function")
+            func = self._funcs[path] = found
+        return func
+
+    def call(self, path: tuple[str, ...], *args: Any) -> Any:
+        """Call an export, e.g. `call(("lattice:examples/echo@0.1.0", "echo"), "hi")`.
+
+        Blocking; a failure discards the instance (the next call creates a new one).
+        """
+        with self._lock:
+            func = self._func(*path)
+            assert self._live is not None
+            store = self._live[0]
+            self._arm(store)
+            try:
+                return BoundFunc(func, store).call(store, *args)
+            except BaseException:
+                self._discard()
+                raise
+            finally:
+                state_of(store).deadline = None
+
+    def _arm(self, store: wasmtime.Store) -> None:
+        store.set_epoch_deadline(deadline_ticks(self.limits.timeout_ms))
+        state_of(store).set_deadline(self.limits.timeout_ms)
+
+    def handle_blocking(self, exchange: Exchange) -> None:
+        """Run one HTTP exchange to the end on this thread (a failure is reported through
+        the exchange, and the instance is replaced next time)."""
+        with self._lock:
+            self.output.clear()
+            try:
+                if self._handler_path is None:
+                    raise LookupError("the component does not export wasi:http/incoming-handler")
+                handle = self._func(*self._handler_path)
+                assert self._live is not None
+                store = self._live[0]
+                self._arm(store)
+            except Exception as exc:
+                self._discard()
+                exchange.fail(f"cannot run the component: {last_line(exc)}")
+                return
+            try:
+                run_handler(store, handle, exchange, self._explain)
+            except Exception:
+                log.warning("HTTP handler failed", reason=exchange.failure)
+                self._discard()  # a trapped store cannot be entered again
+            finally:
+                state_of(store).deadline = None
+
+    def _explain(self, exc: BaseException) -> str:
+        stderr = b"".join(self.output).decode("utf-8", "replace")
+        return f"the component failed: {traps.summarize(str(exc), stderr)}"
+
+    def start_exchange(self, exchange: Exchange) -> None:
+        asyncio.get_running_loop().run_in_executor(None, self.handle_blocking, exchange)
