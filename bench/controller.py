@@ -13,14 +13,11 @@ import asyncio
 import contextlib
 import json
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
+from bench.harness import Cluster
 from bench.invoke import print_table, save
-from lattice import natsd
 from lattice.client import LatticeClient
 from lattice.controller.run.service import Controller
 
@@ -68,35 +65,12 @@ async def main(argv: list[str]) -> None:
     from components.build import build
 
     image = build("echo", "v1").as_uri()
-    tmp = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
-    server = natsd.EmbeddedNats("127.0.0.1", natsd.free_port(), tmp / "js", tmp / "nats.log")
-    await server.start()
-    url, lattice = server.url, "bench"
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i in range(3):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "lattice",
-                        "up",
-                        "--nats-url",
-                        url,
-                        "--lattice",
-                        lattice,
-                        "--data-dir",
-                        str(tmp / "shared"),
-                        "--log-level",
-                        "warning",
-                        "--heartbeat-interval",
-                        "5",
-                        "--label",
-                        f"n={i}",
-                    ],
-                )
-            )
+    async with Cluster() as cluster:
+        url, lattice = cluster.url, cluster.lattice
+        procs = [
+            cluster.start_host("--heartbeat-interval", "5", "--label", f"n={i}", data_dir="shared")
+            for i in range(3)
+        ]
         client = await LatticeClient.connect(url, lattice, timeout=30)
         while len(await client.hosts(wait=0.5)) < 3:
             await asyncio.sleep(0.2)
@@ -138,14 +112,6 @@ async def main(argv: list[str]) -> None:
         ]
         await ctl.stop()
         await client.close()
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.wait(timeout=30)
-        await server.stop()
     print_table(rows, ("measure", "", "time", "what"))
     save("controller", rows)
 

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
 
-from lattice import codec, natsd
-from lattice.client import LatticeClient
+from bench.harness import Cluster
+from lattice import codec
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -63,22 +60,6 @@ def rss_bytes(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def wait_ready(proc: subprocess.Popen[bytes], url: str, lattice: str) -> str:
-    client = await LatticeClient.connect(url, lattice) if await natsd.answers(url) else None
-    for _ in range(300):
-        if client is None and await natsd.answers(url):
-            client = await LatticeClient.connect(url, lattice)
-        if client is not None:
-            hosts = await client.hosts(wait=0.3, expect=1)
-            if hosts:
-                await client.close()
-                return hosts[0].id
-        if proc.poll() is not None:
-            raise RuntimeError("host exited")
-        await asyncio.sleep(0.1)
-    raise RuntimeError("host did not start")
-
-
 async def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench invoke")
     ap.add_argument("--calls", type=int, default=2000, help="sequential calls per side")
@@ -90,38 +71,13 @@ async def main(argv: list[str]) -> None:
     from components.build import build
 
     echo = build("echo", "v1")
-    tmp = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
-    server = natsd.EmbeddedNats("127.0.0.1", natsd.free_port(), tmp / "js", tmp / "nats.log")
-    await server.start()
-    url, lattice = server.url, "bench"
-    procs: list[subprocess.Popen[bytes]] = []
     rows: list[tuple[str, str, str, str]] = []
-    try:
-        raw = subprocess.Popen(
-            [sys.executable, "-m", "bench.raw_echo", url, "raw.echo"], stdout=subprocess.PIPE
-        )
-        procs.append(raw)
-        assert raw.stdout is not None and raw.stdout.readline().strip() == b"ready"
-        host = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lattice",
-                "up",
-                "--nats-url",
-                url,
-                "--lattice",
-                lattice,
-                "--data-dir",
-                str(tmp / "host"),
-                "--log-level",
-                "warning",
-            ],
-        )
-        procs.append(host)
-        host_id = await wait_ready(host, url, lattice)
-        client = await LatticeClient.connect(url, lattice, timeout=60)
-        nc = await nats.connect(url)
+    async with Cluster() as cluster:
+        cluster.spawn("bench.raw_echo", cluster.url, "raw.echo", wait_for_ready=True)
+        host_id = await cluster.host()
+        client = await cluster.client()
+        nc = await nats.connect(cluster.url)
+        tmp = cluster.tmp
 
         # -- start: cold then warm compile cache --------------------------------
         ref = echo.as_uri()
@@ -178,13 +134,6 @@ async def main(argv: list[str]) -> None:
         ]
         await nc.close()
         await client.close()
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.wait(timeout=20)
-        await server.stop()
     print_table(rows)
     save("invoke", rows)
 

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import nats
 
-from bench.invoke import concurrent, pct, print_table, save, sequential, wait_ready
-from lattice import codec, natsd
-from lattice.client import LatticeClient
+from bench.harness import Cluster
+from bench.invoke import concurrent, pct, print_table, save, sequential
+from lattice import codec
 from tests.servers import RedisServer
 
 
@@ -35,45 +31,20 @@ async def main(argv: list[str]) -> None:
     from components.build import build
 
     counter = build("counter")
-    tmp = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
-    server = natsd.EmbeddedNats("127.0.0.1", natsd.free_port(), tmp / "js", tmp / "nats.log")
-    await server.start()
-    redis_server = await RedisServer(tmp / "redis").start()
-    url, lattice = server.url, "bench"
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        raw = subprocess.Popen(
-            [sys.executable, "-m", "bench.raw_incr", url, redis_server.url(0), "raw.incr"],
-            stdout=subprocess.PIPE,
+    async with Cluster() as cluster:
+        redis_server = await RedisServer(cluster.tmp / "redis").start()
+        cluster.spawn(
+            "bench.raw_incr", cluster.url, redis_server.url(0), "raw.incr", wait_for_ready=True
         )
-        procs.append(raw)
-        assert raw.stdout is not None and raw.stdout.readline().strip() == b"ready"
-        host = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lattice",
-                "up",
-                "--nats-url",
-                url,
-                "--lattice",
-                lattice,
-                "--data-dir",
-                str(tmp / "host"),
-                "--log-level",
-                "warning",
-            ],
-        )
-        procs.append(host)
-        host_id = await wait_ready(host, url, lattice)
-        client = await LatticeClient.connect(url, lattice, timeout=60)
+        host_id = await cluster.host()
+        client = await cluster.client()
         await client.put_config("redis", {"url": redis_server.url(1)})
         await client.start_provider(host_id, "builtin://keyvalue-redis", "kv-redis")
         await client.scale_component(host_id, counter.as_uri(), "counter", args.count)
         await client.put_link(
             "counter", "kv-redis", "wasi", "keyvalue", ["store", "atomics"], target_config=["redis"]
         )
-        nc = await nats.connect(url)
+        nc = await nats.connect(cluster.url)
         body = codec.pack(["bench"])
 
         async def raw_call() -> object:
@@ -109,14 +80,7 @@ async def main(argv: list[str]) -> None:
         ]
         await nc.close()
         await client.close()
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            with contextlib.suppress(Exception):
-                p.wait(timeout=20)
         await redis_server.stop()
-        await server.stop()
     head = ("measure", "plain handler + redis-py", "component via provider", "ratio")
     print_table(rows, head)
     save("provider", rows)

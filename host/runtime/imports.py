@@ -47,6 +47,7 @@ from wasmtime.component import (
 
 from host.runtime import services
 from host.runtime.pool import blocked
+from host.wasi.layer import HOST_PREFIXES
 from lattice import codec
 from lattice.protocol.invocation import (
     ERROR_HEADER,
@@ -59,15 +60,7 @@ from lattice.valtype import FuncSig, Prim, ResourceT, ResultT, ValT, VariantT
 
 # Everything either WASI layer (wasmtime's native one, or the host's for HTTP components)
 # provides; the bridge never forwards these.
-WASI_HOST_PREFIXES = (
-    "wasi:cli/",
-    "wasi:io/",
-    "wasi:clocks/",
-    "wasi:filesystem/",
-    "wasi:random/",
-    "wasi:sockets/",
-    "wasi:http/",
-)
+WASI_HOST_PREFIXES = HOST_PREFIXES
 KEYVALUE_STORE = "wasi:keyvalue/store"
 OPEN_CACHE_SECONDS = 5.0  # a bucket the target accepted is not asked about again this soon
 BUCKET_TYPE_ID = 1

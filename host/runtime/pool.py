@@ -327,21 +327,28 @@ class InstancePool:
             self._drained.set()
 
     def _call_blocking(self, export: Export, args: list[Any]) -> Any:
-        with self._cv:
-            slot = self._idle.pop() if self._idle else None
-        if slot is None:
-            slot = self._instantiate()
+        slot = self._take_slot()
         healthy = False
         try:
             result = self._invoke(slot, export, args)
             healthy = True
             return result
         finally:
-            with self._cv:
-                if healthy and len(self._idle) < self.max_instances and not self._stopping:
-                    self._idle.append(slot)
-                elif not healthy:
-                    self.discarded += 1
+            self._return_slot(slot, healthy)
+
+    def _take_slot(self) -> Slot:
+        """A warm idle instance, or a fresh one. Worker threads only."""
+        with self._cv:
+            slot = self._idle.pop() if self._idle else None
+        return slot if slot is not None else self._instantiate()
+
+    def _return_slot(self, slot: Slot, healthy: bool) -> None:
+        """Keep a healthy instance warm (within `count`); drop one that failed."""
+        with self._cv:
+            if healthy and len(self._idle) < self.max_instances and not self._stopping:
+                self._idle.append(slot)
+            elif not healthy:
+                self.discarded += 1
 
     def _invoke(self, slot: Slot, export: Export, args: list[Any]) -> Any:
         func = slot.funcs.get(export.operation)

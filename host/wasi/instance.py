@@ -85,10 +85,7 @@ class WasiPool(InstancePool):
         slot: Slot | None = None
         healthy = False
         try:
-            with self._cv:
-                slot = self._idle.pop() if self._idle else None
-            if slot is None:
-                slot = self._instantiate()
+            slot = self._take_slot()
             handle = slot.instance.get_func(slot.store, self._indices[export.operation])
             if handle is None:
                 raise InvocationError(ErrorKind.INTERNAL, f"export {export.operation} vanished")
@@ -125,11 +122,7 @@ class WasiPool(InstancePool):
             return None, InvocationError(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
             if slot is not None:
-                with self._cv:
-                    if healthy and len(self._idle) < self.max_instances and not self._stopping:
-                        self._idle.append(slot)
-                    elif not healthy:
-                        self.discarded += 1
+                self._return_slot(slot, healthy)
 
     # -- ordinary calls and instances --------------------------------------------------
 
