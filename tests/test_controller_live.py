@@ -40,7 +40,7 @@ def spread(instances: int, rules: list[tuple[str, dict[str, str], int]] | None =
     return {"type": "spreadscaler", "properties": props}
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 90.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
