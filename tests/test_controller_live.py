@@ -259,12 +259,13 @@ async def test_standby_takes_over_when_the_leader_dies(
         assert not standby.is_leader
         await deploy(client, manifest("ha1", [echo_component(echo_ref, [spread(1)])]))
         await eventually(await deployed(client, "ha1"), what="ha1 deployed")
-        # the leader dies mid-flight: no graceful release of its lease
+        # deploy, and kill the leader while it reconciles: no graceful release of its lease
+        await deploy(client, manifest("ha2", [echo_component(echo_ref, [spread(2)])]))
+        await asyncio.sleep(0.05)
         for t in leader._tasks:
             t.cancel()
         await leader.nc.close()
         started = time.monotonic()
-        await deploy(client, manifest("ha2", [echo_component(echo_ref, [spread(1)])]))
         await eventually(lambda: _true(standby.is_leader), timeout=15, what="takeover")
         await eventually(await deployed(client, "ha2"), what="ha2 deployed by the new leader")
         assert time.monotonic() - started < 12
