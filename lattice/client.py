@@ -89,7 +89,7 @@ class LatticeClient:
     async def request(self, subject: str, body: dict[str, Any] | None = None) -> CtlReply:
         data = json.dumps(body or {}).encode()
         try:
-            msg = await self.nc.request(subject, data, timeout=self.timeout)
+            msg = await self._request_once_more(subject, data)
         except NoRespondersError:
             raise LatticeError(f"nobody answers on {subject}: is the host id right?") from None
         except NatsTimeout:
@@ -101,6 +101,15 @@ class LatticeClient:
         if not reply.success:
             raise LatticeError(reply.message)
         return reply
+
+    async def _request_once_more(self, subject: str, data: bytes) -> Any:
+        """A request that asks once more, 0.1 s later, after "no responders": a host that
+        has just subscribed may not be known everywhere yet. Still fails within ~0.1 s."""
+        try:
+            return await self.nc.request(subject, data, timeout=self.timeout)
+        except NoRespondersError:
+            await asyncio.sleep(0.1)
+            return await self.nc.request(subject, data, timeout=self.timeout)
 
     async def _collect(
         self, subject: str, body: dict[str, Any], wait: float
