@@ -1,6 +1,8 @@
-"""Build the example WebAssembly components with componentize-py, caching the outputs.
+"""Build the example WebAssembly components, caching the outputs.
 
-componentize-py takes several seconds per component, and the test suite needs the
+Python components are built with componentize-py (from the venv), JavaScript ones with
+componentize-js (`npm install`ed from components/js/ into .cache/node/ on first use).
+Either takes several seconds per component, and the test suite needs the
 same few artifacts over and over, so every output is named after a content hash of
 everything that goes into it.  A file that already exists under that name is reused
 as is.  Builds write to a temporary file and rename it into place while holding a
@@ -16,6 +18,7 @@ import argparse
 import fcntl
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -35,23 +38,41 @@ WIT_DIR = COMPONENTS_DIR / "wit"
 # Unmodified WASI 0.2 WIT (wasi:http/proxy and its deps), for standard HTTP components.
 PROXY_WIT_DIR = COMPONENTS_DIR / "wit-proxy"
 SRC_DIR = COMPONENTS_DIR / "src"
+# JavaScript components: package.json/package-lock.json pin componentize-js, build.mjs drives it
+JS_DIR = COMPONENTS_DIR / "js"
+JS_SRC_DIR = JS_DIR / "src"
+JS_BUILD_SCRIPT = JS_DIR / "build.mjs"
+JS_ENTRY = "app.js"
+# The files that decide which componentize-js is installed and how it is run.
+JS_TOOL_FILES = ("package.json", "package-lock.json", "build.mjs")
 DEFAULT_CACHE_DIR = COMPONENTS_DIR.parent / ".cache" / "components"
 CACHE_ENV_VAR = "LATTICE_COMPONENT_CACHE"
+DEFAULT_NODE_DIR = COMPONENTS_DIR.parent / ".cache" / "node"
+NODE_ENV_VAR = "LATTICE_NODE_CACHE"
 APP_MODULE = "app"
 
 
 @dataclass(frozen=True)
 class ComponentSpec:
-    """One buildable component: its source folder, WIT world, variants and WIT folder."""
+    """One buildable component: its source folder, WIT world, variants and WIT folder.
+
+    `language` is `"python"` (componentize-py, sources in `src/<src or name>/`, module
+    `app`) or `"js"` (componentize-js, sources in `js/src/<src or name>/`, entry `app.js`,
+    no variants); `js_disable` lists componentize-js features to leave out.
+    """
 
     name: str
     world: str
     variants: tuple[str | None, ...]
     wit_dir: Path = WIT_DIR
+    language: str = "python"
+    src: str | None = None
+    js_disable: tuple[str, ...] = ()
 
     @property
     def src_dir(self) -> Path:
-        return SRC_DIR / self.name
+        root = JS_SRC_DIR if self.language == "js" else SRC_DIR
+        return root / (self.src or self.name)
 
 
 COMPONENTS: dict[str, ComponentSpec] = {
@@ -65,6 +86,38 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "settings": ComponentSpec("settings", "settings-world", (None,)),
     # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)
     "hello_http": ComponentSpec("hello_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
+    "fetch_http": ComponentSpec("fetch_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
+    # the proxy world plus wasi:keyvalue store + atomics (WIT: file symlinks, one copy each)
+    "kvcounter": ComponentSpec(
+        "kvcounter", "kvcounter-world", (None,), COMPONENTS_DIR / "wit-kvcounter"
+    ),
+    # JavaScript (componentize-js): the greeter's twin, answering "Hello, {name}! (js)"
+    "greeter_js": ComponentSpec(
+        "greeter_js",
+        "greeter-world",
+        (None,),
+        language="js",
+        src="greeter",
+        js_disable=("http", "fetch-event"),
+    ),
+    # JavaScript: the caller's twin, relaying to whatever `greet` the link names
+    "caller_js": ComponentSpec(
+        "caller_js",
+        "caller-world",
+        (None,),
+        language="js",
+        src="caller",
+        js_disable=("http", "fetch-event"),
+    ),
+    # JavaScript wasi:http/proxy component: incoming-handler written by hand, no fetch event
+    "hello_http_js": ComponentSpec(
+        "hello_http_js",
+        "wasi:http/proxy@0.2.12",
+        (None,),
+        PROXY_WIT_DIR,
+        language="js",
+        src="hello_http",
+    ),
 }
 
 
@@ -76,6 +129,68 @@ def cache_dir() -> Path:
 
 def componentize_py_version() -> str:
     return importlib.metadata.version("componentize-py")
+
+
+def componentize_js_version() -> str:
+    """The componentize-js version pinned in components/js/package.json."""
+    deps = json.loads((JS_DIR / "package.json").read_text())["dependencies"]
+    return str(deps["@bytecodealliance/componentize-js"])
+
+
+def node_dir() -> Path:
+    """Where componentize-js gets installed; read at call time (env `LATTICE_NODE_CACHE`)."""
+    override = os.environ.get(NODE_ENV_VAR)
+    return Path(override) if override else DEFAULT_NODE_DIR
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found on PATH (needed to build JavaScript components)")
+    return found
+
+
+def componentize_js_dir() -> Path:
+    """A folder whose node_modules holds the pinned componentize-js, installed on first use.
+
+    The folder is named after a hash of package.json, package-lock.json and build.mjs, so
+    changing the pin installs afresh. `npm install` runs in a scratch folder that is renamed
+    into place under an flock, so parallel builds never see a half-installed tree.
+    """
+    h = hashlib.sha256()
+    for name in JS_TOOL_FILES:
+        h.update(name.encode() + b"\0" + (JS_DIR / name).read_bytes() + b"\0")
+    root = node_dir()
+    target = root / f"componentize-js-{componentize_js_version()}-{h.hexdigest()[:12]}"
+    marker = target / "node_modules" / "@bytecodealliance" / "componentize-js" / "package.json"
+    if marker.is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f"{target.name}.lock"):
+        if marker.is_file():
+            return target
+        started = time.perf_counter()
+        scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-"))
+        try:
+            for name in ("package.json", "package-lock.json"):
+                shutil.copyfile(JS_DIR / name, scratch / name)
+            # `npm install`, not `npm ci`: the lockfile pins every package npm resolved, but
+            # npm ci rejects it because the optional platform binaries of other OSes are
+            # missing from it ("Missing: …-win32-x64-msvc@ from lock file").
+            cmd = [_tool("npm"), "install", "--no-audit", "--no-fund", "--loglevel=error"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=scratch)
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"npm install of componentize-js failed (exit {proc.returncode}) in "
+                    f"{scratch}\n{proc.stderr.strip()}"
+                )
+            scratch.chmod(0o755)  # mkdtemp creates 0700; the tool is meant to be shared
+            shutil.rmtree(target, ignore_errors=True)  # a leftover without the marker
+            os.replace(scratch, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        log.info("installed componentize-js in %.1fs: %s", time.perf_counter() - started, target)
+    return target
 
 
 def _componentize_py() -> str:
@@ -99,7 +214,14 @@ def _key_parts(spec: ComponentSpec, variant: str | None) -> Iterator[bytes]:
         for path in _files(root, pattern):
             yield path.relative_to(root).as_posix().encode()
             yield path.read_bytes()
-    for part in (spec.world, variant or "", componentize_py_version()):
+    if spec.language == "js":
+        # the pinned tool, its lockfile, the build script and the feature set
+        for name in JS_TOOL_FILES:
+            yield (JS_DIR / name).read_bytes()
+        tool = f"componentize-js {componentize_js_version()} -{','.join(spec.js_disable)}"
+    else:
+        tool = componentize_py_version()
+    for part in (spec.world, variant or "", tool):
         yield part.encode()
 
 
@@ -173,6 +295,36 @@ def _run_componentize(spec: ComponentSpec, variant: str | None, out: Path) -> No
         )
 
 
+def _run_componentize_js(spec: ComponentSpec, out: Path) -> None:
+    """Run components/js/build.mjs (componentize-js's Node API) for one JS component."""
+    source = spec.src_dir / JS_ENTRY
+    cmd = [
+        _tool("node"),
+        str(JS_BUILD_SCRIPT),
+        "--tool-dir",
+        str(componentize_js_dir().resolve()),
+        # relative to JS_DIR, so guest stack traces read `src/<name>/app.js:line`
+        "--source",
+        source.relative_to(JS_DIR).as_posix(),
+        # relative too: componentize-js reads the WIT through preview2-shim's filesystem,
+        # which only sees the working directory ("reading file /abs/path … os error 44")
+        "--wit",
+        os.path.relpath(spec.wit_dir, JS_DIR),
+        "--world",
+        spec.world,
+        "--out",
+        str(out.resolve()),  # node runs in JS_DIR, so nothing relative to our cwd
+    ]
+    if spec.js_disable:
+        cmd += ["--disable", ",".join(spec.js_disable)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=JS_DIR)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"componentize-js failed for {spec.name} (exit {proc.returncode}): "
+            f"{' '.join(cmd)}\n{(proc.stderr or proc.stdout).strip()}"
+        )
+
+
 def build(name: str, variant: str | None = None, *, force: bool = False) -> Path:
     """Return the path of the built component, building it only if it is not cached.
 
@@ -193,7 +345,10 @@ def build(name: str, variant: str | None = None, *, force: bool = False) -> Path
         tmp = Path(tmp_name)
         started = time.perf_counter()
         try:
-            _run_componentize(spec, variant, tmp)
+            if spec.language == "js":
+                _run_componentize_js(spec, tmp)
+            else:
+                _run_componentize(spec, variant, tmp)
             tmp.chmod(0o644)  # mkstemp creates 0600; the artifact is meant to be shared
             os.replace(tmp, out)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import wasmtime
 from wasmtime.component import Linker
@@ -22,6 +23,7 @@ from host.runtime.engine import CompileCache
 from host.runtime.exports import Export, list_exports
 from host.runtime.imports import ImportBridge, bridged_imports
 from host.runtime.pool import InstancePool
+from host.wasi import outgoing
 from lattice.protocol.invocation import InvocationError
 
 
@@ -77,16 +79,25 @@ async def load_pool(
     if bridge is not None:
         imports = await asyncio.to_thread(bridged_imports, engine, compiled.component)
         bridge.define(linker, component_id, imports, lambda: limits.timeout_ms)
-    pool_class = wasi.WasiPool if host_wasi else InstancePool
-    pool = pool_class(
-        component_id=component_id,
-        engine=engine,
-        linker=linker,
-        component=compiled.component,
-        exports=exports,
-        limits=limits,
-        max_instances=max_instances,
-    )
+    common: dict[str, Any] = {
+        "component_id": component_id,
+        "engine": engine,
+        "linker": linker,
+        "component": compiled.component,
+        "exports": exports,
+        "limits": limits,
+        "max_instances": max_instances,
+    }
+    pool: InstancePool
+    if host_wasi:
+        # outgoing HTTP only to the hosts the component's config allows (read per request)
+        policy = None
+        if bridge is not None:
+            config = bridge.component_config
+            policy = outgoing.from_config(lambda: dict(config(component_id)))
+        pool = wasi.WasiPool(outgoing=policy, **common)
+    else:
+        pool = InstancePool(**common)
     try:
         await asyncio.to_thread(pool.warm_up, 1)
     except InvocationError as exc:

@@ -36,8 +36,9 @@ writes into a pipe, waiting for space). Failures:
 Field names are lower-cased; names and values are checked as the `http` crate (and so
 wasmtime) does, and the hop-by-hop headers wasmtime forbids are refused in guest-made
 fields and left out of incoming requests (`host` becomes the authority). Trailers are
-accepted and ignored. Outgoing HTTP (`outgoing-handler.handle`) is refused with
-`HTTP-request-denied`; its resources exist only so the types line up.
+accepted and ignored. Outgoing HTTP (`outgoing-handler.handle`) is sent only to hosts
+the component's policy allows (`host.wasi.outgoing`, config `allowed_hosts`); anything
+else — and everything when no policy is set — is refused with `HTTP-request-denied`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -55,6 +57,7 @@ import wasmtime
 from wasmtime import WasmtimeError
 from wasmtime.component import Component, Func, Variant
 
+from host.wasi import outgoing
 from host.wasi.binding import Err, HostResource, Interface, Ok, lower_own, resource
 from host.wasi.io import (
     ALWAYS,
@@ -401,31 +404,176 @@ def _http_error_code(state: WasiState, err: IoError) -> None:
     return None
 
 
-def _outgoing_handle(state: WasiState, request: Any, options: Any) -> Err[Variant]:
-    return Err(Variant("HTTP-request-denied"))
-
-
-# -- resources that exist so the types line up (outgoing HTTP is not served) -------------
+# -- outgoing requests (allowed per component: host.wasi.outgoing) ---------------------
 
 
 @resource(TYPES_INTERFACE, "outgoing-request")
 class OutgoingRequest(HostResource):
-    """Never handed out: constructing one traps."""
+    def __init__(self, headers: Fields) -> None:
+        self.headers = headers.frozen()
+        self.method = "GET"
+        self.path_with_query: str | None = None
+        self.scheme: str | None = None
+        self.authority: str | None = None
+        self.body: OutgoingBody | None = None
 
 
 @resource(TYPES_INTERFACE, "request-options")
 class RequestOptions(HostResource):
-    """Never handed out: constructing one traps."""
+    def __init__(self) -> None:
+        self.timeouts: dict[str, int | None] = {
+            "connect": None,
+            "first-byte": None,
+            "between": None,
+        }
 
 
 @resource(TYPES_INTERFACE, "incoming-response")
 class IncomingResponse(HostResource):
-    """Never handed out."""
+    def __init__(self, response: outgoing.Response) -> None:
+        self.response = response
+        self.consumed = False
 
 
 @resource(TYPES_INTERFACE, "future-incoming-response")
 class FutureIncomingResponse(HostResource):
-    """Never handed out."""
+    """Always ready: the request completed (or failed) inside `handle`."""
+
+    def __init__(self, result: IncomingResponse | Variant) -> None:
+        self.result: IncomingResponse | Variant | None = result
+
+
+def _out_new(state: WasiState, headers: Fields) -> OutgoingRequest:
+    return OutgoingRequest(headers)
+
+
+def _out_body(state: WasiState, r: OutgoingRequest) -> Ok[OutgoingBody] | Err[None]:
+    if r.body is not None:
+        return Err(None)
+    r.body = OutgoingBody()
+    return Ok(r.body)
+
+
+def _out_method(state: WasiState, r: OutgoingRequest) -> Variant:
+    return method_variant(r.method)
+
+
+def _out_set_method(state: WasiState, r: OutgoingRequest, m: Variant) -> Ok[None]:
+    r.method = str(m.payload) if m.tag == "other" else m.tag.upper()
+    return Ok(None)
+
+
+def _out_path(state: WasiState, r: OutgoingRequest) -> str | None:
+    return r.path_with_query
+
+
+def _out_set_path(state: WasiState, r: OutgoingRequest, p: str | None) -> Ok[None]:
+    r.path_with_query = p
+    return Ok(None)
+
+
+def _out_scheme(state: WasiState, r: OutgoingRequest) -> Variant | None:
+    return scheme_variant(r.scheme)
+
+
+def _out_set_scheme(state: WasiState, r: OutgoingRequest, v: Variant | None) -> Ok[None]:
+    r.scheme = None if v is None else (str(v.payload) if v.tag == "other" else v.tag.lower())
+    return Ok(None)
+
+
+def _out_authority(state: WasiState, r: OutgoingRequest) -> str | None:
+    return r.authority
+
+
+def _out_set_authority(state: WasiState, r: OutgoingRequest, a: str | None) -> Ok[None]:
+    r.authority = a
+    return Ok(None)
+
+
+def _out_headers(state: WasiState, r: OutgoingRequest) -> Fields:
+    return r.headers.frozen()
+
+
+def _options_new(state: WasiState) -> RequestOptions:
+    return RequestOptions()
+
+
+def _option_getter(key: str) -> Callable[..., int | None]:
+    def get(state: WasiState, o: RequestOptions) -> int | None:
+        return o.timeouts[key]
+
+    return get
+
+
+def _option_setter(key: str) -> Callable[..., Ok[None]]:
+    def set_(state: WasiState, o: RequestOptions, ns: int | None) -> Ok[None]:
+        o.timeouts[key] = ns
+        return Ok(None)
+
+    return set_
+
+
+def _outgoing_handle(
+    state: WasiState, request: OutgoingRequest, options: RequestOptions | None
+) -> Ok[FutureIncomingResponse] | Err[Variant]:
+    """Send the request if the component may reach its host (else HTTP-request-denied)."""
+    if not request.authority:
+        return Err(Variant("HTTP-request-URI-invalid"))
+    scheme = request.scheme or "https"
+    host, _, port_text = request.authority.rpartition(":")
+    if not host or not port_text.isdigit():
+        host, port_text = request.authority, "443" if scheme == "https" else "80"
+    policy = state.outgoing
+    if policy is None or not policy(host.strip("[]"), int(port_text)):
+        log.info("outgoing HTTP denied", authority=request.authority)
+        return Err(Variant("HTTP-request-denied"))
+    body = b""
+    if request.body is not None:
+        pipe = request.body.pipe
+        parts = []
+        while (chunk := pipe.read(WRITE_BUDGET)) is not None and chunk:
+            parts.append(chunk)
+        body = b"".join(parts)
+    timeout = outgoing.DEFAULT_TIMEOUT
+    if state.deadline is not None:
+        timeout = max(0.1, min(timeout, state.deadline - time.monotonic()))
+    if options is not None and options.timeouts["first-byte"]:
+        timeout = min(timeout, options.timeouts["first-byte"] / 1e9)
+    url = f"{scheme}://{request.authority}{request.path_with_query or '/'}"
+    with state.blocking():
+        result = outgoing.send(request.method, url, list(request.headers.entries), body, timeout)
+    if isinstance(result, outgoing.Response):
+        return Ok(FutureIncomingResponse(IncomingResponse(result)))
+    return Ok(FutureIncomingResponse(result))
+
+
+def _future_subscribe(state: WasiState, f: FutureIncomingResponse) -> Pollable:
+    return Pollable(ALWAYS)
+
+
+def _future_get(state: WasiState, f: FutureIncomingResponse) -> Any:
+    """`some(ok(ok(response)))` or `some(ok(err(code)))` once, then `some(err)`."""
+    if f.result is None:
+        return Err(None)
+    result, f.result = f.result, None
+    return Ok(Ok(result)) if isinstance(result, IncomingResponse) else Ok(Err(result))
+
+
+def _in_status(state: WasiState, r: IncomingResponse) -> int:
+    return r.response.status
+
+
+def _in_headers(state: WasiState, r: IncomingResponse) -> Fields:
+    return Fields(list(r.response.headers), mutable=False)
+
+
+def _in_consume(state: WasiState, r: IncomingResponse) -> Ok[IncomingBody] | Err[None]:
+    if r.consumed:
+        return Err(None)
+    r.consumed = True
+    data = r.response.body
+    step = WRITE_BUDGET
+    return Ok(IncomingBody(IterSource(data[i : i + step] for i in range(0, len(data), step))))
 
 
 TYPES = Interface(
@@ -472,6 +620,29 @@ TYPES = Interface(
         "[method]outgoing-body.write": _outgoing_body_write,
         "[static]outgoing-body.finish": _outgoing_body_finish,
         "[static]response-outparam.set": _outparam_set,
+        "[constructor]outgoing-request": _out_new,
+        "[method]outgoing-request.body": _out_body,
+        "[method]outgoing-request.method": _out_method,
+        "[method]outgoing-request.set-method": _out_set_method,
+        "[method]outgoing-request.path-with-query": _out_path,
+        "[method]outgoing-request.set-path-with-query": _out_set_path,
+        "[method]outgoing-request.scheme": _out_scheme,
+        "[method]outgoing-request.set-scheme": _out_set_scheme,
+        "[method]outgoing-request.authority": _out_authority,
+        "[method]outgoing-request.set-authority": _out_set_authority,
+        "[method]outgoing-request.headers": _out_headers,
+        "[constructor]request-options": _options_new,
+        "[method]request-options.connect-timeout": _option_getter("connect"),
+        "[method]request-options.set-connect-timeout": _option_setter("connect"),
+        "[method]request-options.first-byte-timeout": _option_getter("first-byte"),
+        "[method]request-options.set-first-byte-timeout": _option_setter("first-byte"),
+        "[method]request-options.between-bytes-timeout": _option_getter("between"),
+        "[method]request-options.set-between-bytes-timeout": _option_setter("between"),
+        "[method]future-incoming-response.subscribe": _future_subscribe,
+        "[method]future-incoming-response.get": _future_get,
+        "[method]incoming-response.status": _in_status,
+        "[method]incoming-response.headers": _in_headers,
+        "[method]incoming-response.consume": _in_consume,
     },
 )
 

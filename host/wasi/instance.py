@@ -60,9 +60,16 @@ def _ignore(result: Any, error: InvocationError | None) -> None:
 class WasiPool(InstancePool):
     """An instance pool for components that run on the Python WASI layer."""
 
-    def __init__(self, *, env: list[tuple[str, str]] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        env: list[tuple[str, str]] | None = None,
+        outgoing: Callable[[str, int], bool] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.env = list(env or [])
+        self.outgoing = outgoing
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -142,7 +149,9 @@ class WasiPool(InstancePool):
             output.append(data)
             logger(stream, data)
 
-        state = WasiState(env=self.env, on_output=on_output, blocking=_pool_blocking())
+        state = WasiState(
+            env=self.env, on_output=on_output, blocking=_pool_blocking(), outgoing=self.outgoing
+        )
         store = new_store(self.engine, state)
         store.set_limits(memory_size=self.limits.memory_mb * 1024 * 1024)
         store.set_epoch_deadline(deadline_ticks(INSTANTIATE_TIMEOUT_MS))

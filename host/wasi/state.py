@@ -120,6 +120,7 @@ class WasiState:
         args: list[str] | None = None,
         on_output: OutputHandler | None = None,
         blocking: Callable[[], AbstractContextManager[Any]] | None = None,
+        outgoing: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.table = ResourceTable()
         self.env = list(env or [])
@@ -131,6 +132,8 @@ class WasiState:
             blocking or contextlib.nullcontext
         )
         self.deadline: float | None = None  # time.monotonic() seconds
+        # (host, port) -> may this component send HTTP there; None denies everything
+        self.outgoing = outgoing
         self.insecure_seed = (
             int.from_bytes(os.urandom(8), "little"),
             int.from_bytes(os.urandom(8), "little"),

@@ -1,0 +1,99 @@
+"""Outgoing HTTP for components: denied unless the component's config allows the host.
+
+A component may call out only to hosts its named config lists under `allowed_hosts`
+(comma-separated: `api.example.com`, `127.0.0.1:8080`, `*.example.com`, or `*` for any).
+The policy is read on every request, so `lattice config put` takes effect at once.
+Everything else gets `HTTP-request-denied`, which is also the answer when no policy is
+set at all — outgoing HTTP is off by default.
+
+The request is sent with httpx on the worker thread that runs the component (inside the
+state's `blocking()` section, so the pool can add a worker meanwhile); its response body
+is read whole, up to `MAX_RESPONSE_BYTES`, and handed to the guest as a ready future.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import httpx
+from wasmtime.component import Variant
+
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+DEFAULT_TIMEOUT = 30.0
+
+OutgoingPolicy = Callable[[str, int], bool]  # (host, port) -> allowed
+
+
+def allowlist(patterns: Iterable[str]) -> OutgoingPolicy:
+    """A policy from patterns: `host`, `host:port`, `*.suffix`, or `*`."""
+    rules = [p.strip().lower() for p in patterns if p.strip()]
+
+    def allowed(host: str, port: int) -> bool:
+        host = host.lower()
+        for rule in rules:
+            if rule == "*":
+                return True
+            name, _, rport = rule.partition(":")
+            if rport and rport != str(port):
+                continue
+            if name == host or (name.startswith("*.") and host.endswith(name[1:])):
+                return True
+        return False
+
+    return allowed
+
+
+def from_config(config: Callable[[], dict[str, str]]) -> OutgoingPolicy:
+    """The policy of a component whose named config `config()` returns (read per call)."""
+
+    def allowed(host: str, port: int) -> bool:
+        return allowlist(config().get("allowed_hosts", "").split(","))(host, port)
+
+    return allowed
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, bytes]]
+    body: bytes
+
+
+def send(
+    method: str,
+    url: str,
+    headers: list[tuple[str, bytes]],
+    body: bytes,
+    timeout: float,
+) -> Response | Variant:
+    """Perform the request; a WASI `error-code` variant when it fails."""
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=False) as client,
+            client.stream(method, url, headers=headers, content=body or None) as resp,
+        ):
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    return Variant("HTTP-response-body-size", size)
+                chunks.append(chunk)
+            return Response(
+                resp.status_code,
+                [(k.lower(), v.encode("latin-1")) for k, v in resp.headers.items()],
+                b"".join(chunks),
+            )
+    except httpx.ConnectTimeout:
+        return Variant("connection-timeout")
+    except httpx.ConnectError as exc:
+        text = str(exc).lower()
+        if "name or service" in text or "nodename" in text or "resolve" in text:
+            return Variant("internal-error", f"DNS lookup failed: {exc}")
+        return Variant("connection-refused")
+    except httpx.TimeoutException:
+        return Variant("connection-read-timeout")
+    except httpx.InvalidURL:
+        return Variant("HTTP-request-URI-invalid")
+    except httpx.HTTPError as exc:
+        return Variant("internal-error", f"{type(exc).__name__}: {exc}")
