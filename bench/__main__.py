@@ -9,6 +9,7 @@ BENCHES = {
     "invoke": "bench.invoke",
     "provider": "bench.provider",
     "controller": "bench.controller",
+    "http": "bench.http",
 }
 
 

@@ -46,6 +46,7 @@ BUILTIN = {
     "keyvalue-vault": "providers.keyvalue_vault",
     "keyvalue-nats": "providers.keyvalue_nats",
     "messaging-nats": "providers.messaging_nats",
+    "http-server": "providers.http_server",
 }
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
