@@ -502,7 +502,8 @@ def start_provider(
     ref: Annotated[
         str,
         typer.Argument(
-            help="builtin://keyvalue-redis (…-vault, …-nats) or file:///path/to/executable"
+            help="builtin://keyvalue-redis|keyvalue-vault|keyvalue-nats|messaging-nats|"
+            "http-server, or file:///path/to/executable"
         ),
     ],
     provider_id: Annotated[str, typer.Argument(metavar="ID", help="Provider id; links target it.")],
