@@ -43,6 +43,7 @@ from host.wasi.binding import Err, Ok, _lower_adapter
 from host.wasi.io import CLOSED, Pipe, StreamClosed
 from host.wasi.measure import free_port, wasmtime_cli
 from host.wasi.state import WasiState
+from tests.http_checks import assert_streamed_echo
 
 ROOT = Path(__file__).resolve().parent.parent
 MB5 = 5 * 1024 * 1024
@@ -182,38 +183,7 @@ async def test_request_details_reach_the_component(instance: WasiInstance) -> No
 
 
 async def test_5mb_echo_streams_in_chunks(pool: WasiPool) -> None:
-    data = os.urandom(MB5)
-    produced = 0
-
-    async def request_body() -> AsyncIterator[bytes]:
-        nonlocal produced
-        for i in range(0, len(data), 100_000):  # chunks that do not line up with 64 KiB
-            produced += len(data[i : i + 100_000])
-            yield data[i : i + 100_000]
-
-    started = time.perf_counter()
-    status, headers, body = await serve_request(
-        pool,
-        "POST",
-        "/echo",
-        headers={"content-type": "application/octet-stream"},
-        body=request_body(),
-    )
-    assert status == 200
-    assert _header(headers, "content-type") == b"application/octet-stream"
-    chunks: list[bytes] = []
-    produced_at_first_chunk = -1
-    async for chunk in body:
-        if not chunks:
-            produced_at_first_chunk = produced
-        chunks.append(chunk)
-    assert b"".join(chunks) == data
-    assert max(len(c) for c in chunks) <= CHUNK
-    assert len(chunks) >= MB5 // CHUNK
-    # the response started long before the request body had been produced: streamed,
-    # not buffered (request and response pipes hold at most 256 KiB each)
-    assert produced_at_first_chunk < MB5 // 4
-    assert time.perf_counter() - started < 60
+    await assert_streamed_echo(pool)
 
 
 async def test_echo_takes_bytes_and_sync_iterables(instance: WasiInstance) -> None:

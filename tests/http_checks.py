@@ -1,0 +1,52 @@
+"""Checks shared by the tests of HTTP components (Python and JavaScript alike)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from host.wasi import serve_request
+
+MB5 = 5 * 1024 * 1024
+CHUNK = 64 * 1024
+
+
+def header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:
+    return next((v for k, v in headers if k == name), None)
+
+
+async def assert_streamed_echo(pool: Any, size: int = MB5) -> None:
+    """POST /echo of `size` random bytes comes back byte-exact, in chunks of at most 64 KiB,
+    and starts coming back long before the request body has all been produced."""
+    data = os.urandom(size)
+    produced = 0
+
+    async def request_body() -> AsyncIterator[bytes]:
+        nonlocal produced
+        for i in range(0, len(data), 100_000):  # chunks that do not line up with 64 KiB
+            produced += len(data[i : i + 100_000])
+            yield data[i : i + 100_000]
+
+    started = time.perf_counter()
+    status, headers, body = await serve_request(
+        pool,
+        "POST",
+        "/echo",
+        headers={"content-type": "application/octet-stream"},
+        body=request_body(),
+    )
+    assert status == 200
+    assert header(headers, "content-type") == b"application/octet-stream"
+    chunks: list[bytes] = []
+    produced_at_first_chunk = -1
+    async for chunk in body:
+        if not chunks:
+            produced_at_first_chunk = produced
+        chunks.append(chunk)
+    assert b"".join(chunks) == data
+    assert max(len(c) for c in chunks) <= CHUNK
+    # streamed, not buffered (request and response pipes hold at most 256 KiB each)
+    assert produced_at_first_chunk < size // 4
+    assert time.perf_counter() - started < 60
