@@ -109,6 +109,7 @@ class Controller:
         await self.nc.subscribe(
             f"wadm.api.{self.lattice}.>", queue=f"controller.{self.lattice}", cb=on_api
         )
+        await self.nc.flush()  # the API is answerable once start() returns
         self._tasks = [asyncio.create_task(self._lease_loop()), asyncio.create_task(self._loop())]
         self._log.info("controller started")
 
