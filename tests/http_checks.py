@@ -7,7 +7,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,14 @@ CHUNK = 64 * 1024
 
 def header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:
     return next((v for k, v in headers if k == name), None)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `condition` (cheap, in-process state) until it holds or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 async def assert_streamed_echo(pool: Any, size: int = MB5) -> None:

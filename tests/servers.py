@@ -29,7 +29,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,27 @@ async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> None:
 
 
 # ---------------------------------------------------------------------- Redis
+
+
+async def _until_ready(
+    proc: asyncio.subprocess.Process,
+    ready: Callable[[], Awaitable[bool]],
+    what: str,
+    log_name: str,
+    timeout: float,
+    stop: Callable[[], Awaitable[None]],
+) -> None:
+    """Wait until `ready()` says the server answers; a clear error if it dies or is slow."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if proc.returncode is not None:
+            raise ServerError(f"{what} exited with {proc.returncode}; see {log_name}")
+        if await ready():
+            return
+        await asyncio.sleep(0.05)
+    await stop()
+    raise ServerError(f"{what} did not answer within {timeout}s")
 
 
 def redis_binary() -> str:
@@ -138,16 +159,10 @@ class RedisServer:
             start_new_session=True,
         )
         log.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if self.process.returncode is not None:
-                raise ServerError(f"redis exited with {self.process.returncode}; see {log.name}")
-            if await self.ping():
-                return self
-            await asyncio.sleep(0.05)
-        await self.stop()
-        raise ServerError(f"redis did not answer on port {self.port} within {timeout}s")
+        await _until_ready(
+            self.process, self.ping, f"redis on port {self.port}", log.name, timeout, self.stop
+        )
+        return self
 
     async def stop(self) -> None:
         proc, self.process = self.process, None
@@ -218,16 +233,10 @@ class VaultServer:
             start_new_session=True,
         )
         log.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if self.process.returncode is not None:
-                raise ServerError(f"bao exited with {self.process.returncode}; see {log.name}")
-            if await self.healthy():
-                return self
-            await asyncio.sleep(0.1)
-        await self.stop()
-        raise ServerError(f"bao did not answer on {self.addr} within {timeout}s")
+        await _until_ready(
+            self.process, self.healthy, f"bao on {self.addr}", log.name, timeout, self.stop
+        )
+        return self
 
     async def stop(self) -> None:
         proc, self.process = self.process, None

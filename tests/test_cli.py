@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -28,6 +29,45 @@ def cli(*args: str, url: str, timeout: float = 120) -> subprocess.CompletedProce
     )
 
 
+def lattice_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str, IO[str]]:
+    """`lattice up` as a user starts it, with JSON logs in `tmp_path/host.log` and a free
+    port for the (embedded) NATS; returns the process, the NATS URL and the open log."""
+    url = f"nats://127.0.0.1:{natsd.free_port()}"
+    log = (tmp_path / "host.log").open("w+")
+    proc = subprocess.Popen(
+        [
+            *LATTICE,
+            "up",
+            "--nats-url",
+            url,
+            "--lattice",
+            "clitest",
+            "--data-dir",
+            str(tmp_path),
+            "--log-format",
+            "json",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, url, log
+
+
+def ok(url: str, *args: str) -> str:
+    """A CLI command that must succeed; its standard output."""
+    r = cli(*args, url=url)
+    assert r.returncode == 0, f"{args}: {r.stderr}"
+    return r.stdout
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_host(url: str, proc: subprocess.Popen[str], deadline_s: float = 30) -> dict:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -41,30 +81,7 @@ def wait_for_host(url: str, proc: subprocess.Popen[str], deadline_s: float = 30)
 
 
 def test_lattice_up_with_embedded_nats_end_to_end(tmp_path: Path, built: dict[str, Path]) -> None:
-    port = natsd.free_port()
-    url = f"nats://127.0.0.1:{port}"
-    log = (tmp_path / "host.log").open("w+")
-    proc = subprocess.Popen(
-        [
-            *LATTICE,
-            "up",
-            "--nats-url",
-            url,
-            "--lattice",
-            "clitest",
-            "--data-dir",
-            str(tmp_path),
-            "--label",
-            "zone=test",
-            "--log-format",
-            "json",
-            "--heartbeat-interval",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, url, log = lattice_up(tmp_path, "--label", "zone=test", "--heartbeat-interval", "1")
     try:
         host = wait_for_host(url, proc)
         assert host["labels"]["zone"] == "test" and host["id"].startswith("N")
@@ -105,9 +122,7 @@ def test_lattice_up_with_embedded_nats_end_to_end(tmp_path: Path, built: dict[st
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     log.seek(0)
     lines = [json.loads(x) for x in log.read().splitlines() if x.startswith("{")]
     messages = [x["event"] for x in lines]

@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from lattice import natsd
-from tests.test_cli import LATTICE, cli, wait_for_host
+from tests.test_cli import LATTICE, cli, kill, lattice_up, wait_for_host
+from tests.test_cli import ok as run_ok
 
 
 def validate(path: Path) -> subprocess.CompletedProcess[str]:
@@ -20,29 +20,10 @@ def validate(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_app_lifecycle_from_the_cli(tmp_path: Path, echo_ref: str, echo_v2_ref: str) -> None:
-    url = f"nats://127.0.0.1:{natsd.free_port()}"
-    proc = subprocess.Popen(
-        [
-            *LATTICE,
-            "up",
-            "--controller",
-            "--nats-url",
-            url,
-            "--lattice",
-            "clitest",
-            "--data-dir",
-            str(tmp_path),
-            "--label",
-            "zone=east",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url, _log = lattice_up(tmp_path, "--controller", "--label", "zone=east")
 
     def ok(*args: str) -> str:
-        r = cli(*args, url=url)
-        assert r.returncode == 0, f"{args}: {r.stderr}"
-        return r.stdout
+        return run_ok(url, *args)
 
     def write(version: str, image: str) -> Path:
         path = tmp_path / f"app-{version}.yaml"
@@ -101,6 +82,4 @@ def test_app_lifecycle_from_the_cli(tmp_path: Path, echo_ref: str, echo_v2_ref: 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)

@@ -5,40 +5,19 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from pathlib import Path
 
-from lattice import natsd
-from tests.test_cli import LATTICE, cli, wait_for_host
+from tests.test_cli import cli, kill, lattice_up, wait_for_host
+from tests.test_cli import ok as run_ok
 
 
 def test_hot_swap_walkthrough_from_the_cli(
     tmp_path: Path, linked_refs: dict[str, str], redis_server, vault_server
 ) -> None:
-    url = f"nats://127.0.0.1:{natsd.free_port()}"
-    log = (tmp_path / "host.log").open("w+")
-    proc = subprocess.Popen(
-        [
-            *LATTICE,
-            "up",
-            "--nats-url",
-            url,
-            "--lattice",
-            "clitest",
-            "--data-dir",
-            str(tmp_path),
-            "--log-format",
-            "json",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, url, log = lattice_up(tmp_path)
 
     def ok(*args: str) -> str:
-        r = cli(*args, url=url)
-        assert r.returncode == 0, f"{args}: {r.stderr}"
-        return r.stdout
+        return run_ok(url, *args)
 
     try:
         wait_for_host(url, proc)
@@ -123,9 +102,7 @@ def test_hot_swap_walkthrough_from_the_cli(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     log.seek(0)
     text = log.read()
     assert vault_server.token not in text, "a secret reached the host log"

@@ -17,7 +17,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ from host.wasi import http as wasi_http
 from lattice.client import LatticeClient
 from lattice.controller.run.service import Controller
 from lattice.protocol.invocation import ErrorKind, InvocationError
-from tests.http_checks import assert_streamed_echo, wasmtime_serve
+from tests.http_checks import assert_streamed_echo, header, until, wasmtime_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 RELAY = "lattice:examples/relay"
@@ -85,17 +85,6 @@ async def pool(engine: wasmtime.Engine, http_js: Component) -> AsyncIterator[Was
     await asyncio.to_thread(pool.warm_up, 1)
     yield pool
     await pool.drain()
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-def _header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:
-    return next((v for k, v in headers if k == name), None)
 
 
 # -- Python calls JavaScript through a lattice link ---------------------------------------
@@ -212,8 +201,8 @@ async def test_js_get_root_and_not_found(pool: WasiPool) -> None:
     status, headers, body = await serve_request(pool, "GET", "/")
     assert status == 200
     assert await read_body(body) == HELLO
-    assert _header(headers, "x-hello") == b"lattice-js"
-    assert _header(headers, "content-type") == b"text/plain; charset=utf-8"
+    assert header(headers, "x-hello") == b"lattice-js"
+    assert header(headers, "content-type") == b"text/plain; charset=utf-8"
     status, _, body = await serve_request(pool, "GET", "/nope")
     assert status == 404
     assert await read_body(body) == b"not found"
@@ -230,7 +219,7 @@ async def test_js_trap_gives_500_and_the_next_request_works(pool: WasiPool) -> N
     status, _, body = await serve_request(pool, "GET", "/trap")
     assert status == 500
     assert await read_body(body) == wasi_http.ERROR_BODY
-    await _until(lambda: pool.discarded == 1)
+    await until(lambda: pool.discarded == 1)
     status, _, body = await serve_request(pool, "GET", "/")
     assert status == 200
     assert await read_body(body) == HELLO

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from host.wasi import http as wasi_http
 from host.wasi.binding import Err, Ok, _lower_adapter
 from host.wasi.io import CLOSED, Pipe, StreamClosed
 from host.wasi.state import WasiState
-from tests.http_checks import assert_streamed_echo, wasmtime_serve
+from tests.http_checks import assert_streamed_echo, header, until, wasmtime_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 MB5 = 5 * 1024 * 1024
@@ -103,17 +102,6 @@ def instance(engine: wasmtime.Engine, http_component: Component) -> WasiInstance
     return WasiInstance(engine, http_component, limits=Limits(timeout_ms=10_000, memory_mb=256))
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-def _header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:
-    return next((v for k, v in headers if k == name), None)
-
-
 # -- linking -----------------------------------------------------------------------------
 
 
@@ -147,8 +135,8 @@ async def test_get_root(pool: WasiPool) -> None:
     status, headers, body = await serve_request(pool, "GET", "/")
     assert status == 200
     assert await read_body(body) == b"hello from python"
-    assert _header(headers, "x-hello") == b"lattice"
-    assert _header(headers, "content-type") == b"text/plain; charset=utf-8"
+    assert header(headers, "x-hello") == b"lattice"
+    assert header(headers, "content-type") == b"text/plain; charset=utf-8"
 
 
 async def test_request_details_reach_the_component(instance: WasiInstance) -> None:
@@ -165,7 +153,7 @@ async def test_request_details_reach_the_component(instance: WasiInstance) -> No
         ],
     )
     assert resp.status == 200
-    assert _header(resp.headers, "content-type") == b"application/json"
+    assert header(resp.headers, "content-type") == b"application/json"
     info = json.loads(await read_body(resp.body))
     assert info == {
         "method": "GET",
@@ -198,7 +186,7 @@ async def test_trap_gives_500_and_the_next_request_works(pool: WasiPool) -> None
     status, _, body = await serve_request(pool, "GET", "/trap")
     assert status == 500
     assert await read_body(body) == wasi_http.ERROR_BODY
-    await _until(lambda: pool.discarded == 1)  # the 500 goes out before the slot is dropped
+    await until(lambda: pool.discarded == 1)  # the 500 goes out before the slot is dropped
     status, _, body = await serve_request(pool, "GET", "/")
     assert status == 200
     assert await read_body(body) == b"hello from python"

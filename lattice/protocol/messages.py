@@ -11,9 +11,17 @@ control interface where it names a thing (`component_ref`, `component_id`,
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from lattice.protocol.subjects import SubjectError, check_token
 
@@ -61,6 +69,11 @@ def _token(value: str, what: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+# Ids that become subject tokens, checked wherever a request carries one.
+ComponentId = Annotated[str, AfterValidator(lambda v: _token(v, "component_id"))]
+ProviderId = Annotated[str, AfterValidator(lambda v: _token(v, "provider_id"))]
+
+
 class ComponentLimits(BaseModel):
     """Per-component execution limits; absent fields take the host's defaults."""
 
@@ -72,71 +85,46 @@ class ComponentLimits(BaseModel):
 
 class ScaleComponentRequest(_Request):
     component_ref: str = Field(min_length=1)
-    component_id: str
+    component_id: ComponentId
     count: int = Field(ge=0, le=10_000, validation_alias=AliasChoices("count", "max_instances"))
     annotations: dict[str, str] = Field(default_factory=dict)
     config: list[str] = Field(default_factory=list)
     allow_update: bool = False
     limits: ComponentLimits | None = None
 
-    @field_validator("component_id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return _token(v, "component_id")
-
 
 class UpdateComponentRequest(_Request):
-    component_id: str
+    component_id: ComponentId
     new_component_ref: str = Field(min_length=1)
     annotations: dict[str, str] | None = None
-
-    @field_validator("component_id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return _token(v, "component_id")
 
 
 class ComponentAuctionRequest(_Request):
     component_ref: str = Field(min_length=1)
-    component_id: str
+    component_id: ComponentId
     constraints: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("component_id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return _token(v, "component_id")
 
 
 class StartProviderRequest(_Request):
     provider_ref: str = Field(min_length=1)
-    provider_id: str
+    provider_id: ProviderId
     config: list[str] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("provider_id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return _token(v, "provider_id")
-
 
 class StopProviderRequest(_Request):
-    provider_id: str
+    provider_id: ProviderId
 
 
 class ProviderAuctionRequest(_Request):
     provider_ref: str = Field(min_length=1)
-    provider_id: str
+    provider_id: ProviderId
     constraints: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("provider_id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return _token(v, "provider_id")
 
 
 class ComponentAuctionAck(BaseModel):
     component_ref: str
-    component_id: str
+    component_id: ComponentId
     constraints: dict[str, str]
     host_id: str
 
