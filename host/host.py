@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 from host.components import ComponentManager
 from host.config import HostConfig
 from host.ctl import ControlInterface
+from host.events_stream import ensure as ensure_events_stream
 from host.identity import HostIdentity, builtin_labels, load_identity
 from host.providers import ProviderManager
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
@@ -114,6 +115,7 @@ class Host:
                 f"cannot open the lattice's key-value buckets on {url}: {exc or type(exc).__name__}"
                 " (the NATS server needs JetStream enabled: nats-server -js)"
             ) from None
+        await ensure_events_stream(self.nc, self.lattice)  # `lattice events --since`
         self.ticker.start()
         self.bridge = ImportBridge(
             nc=self.nc,

@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
+import nats.js.api
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -41,6 +43,26 @@ class LatticeError(RuntimeError):
     """A control or call failure, worded for the user."""
 
 
+class WaitTimeout(LatticeError):
+    """A command was acknowledged but its outcome event did not arrive in time; the
+    message names what did not happen (the CLI exits with code 3 for it)."""
+
+
+EventMatch = Callable[[dict[str, Any]], bool]
+
+
+def _link_match(source_id: str, namespace: str, package: str, name: str) -> EventMatch:
+    def match(d: dict[str, Any]) -> bool:
+        return (
+            d.get("source_id") == source_id
+            and d.get("wit_namespace") == namespace
+            and d.get("wit_package") == package
+            and d.get("name", "default") == name
+        )
+
+    return match
+
+
 class LatticeClient:
     def __init__(self, nc: NATS, lattice: str = "default", timeout: float = 5.0) -> None:
         self.nc = nc
@@ -49,7 +71,7 @@ class LatticeClient:
 
     @classmethod
     async def connect(
-        cls, url: str, lattice: str = "default", timeout: float = 5.0
+        cls, url: str, lattice: str = "default", timeout: float = 5.0, creds: str | None = None
     ) -> LatticeClient:
         async def quiet(exc: Exception) -> None:
             """nats-py logs a traceback per failed attempt by default; we report once."""
@@ -65,6 +87,7 @@ class LatticeClient:
                     allow_reconnect=False,
                     name="lattice-cli",
                     error_cb=quiet,
+                    **({"user_credentials": creds} if creds else {}),
                 ),
                 timeout + 1,
             )
@@ -172,17 +195,50 @@ class LatticeClient:
         subject = subjects.ctl(self.lattice, "component", "auction")
         return [r.response["host_id"] async for r in self._collect(subject, body, wait)]
 
-    async def stop_host(self, host_id: str) -> str:
-        reply = await self.request(subjects.ctl(self.lattice, "host", "stop", host_id))
-        return reply.message
+    async def stop_host(self, host_id: str, *, wait: float | None = None) -> str:
+        """Ask a host to stop; with `wait`, until it announces `host_stopped`."""
+        subject = subjects.ctl(self.lattice, "host", "stop", host_id)
+        if wait is None:
+            return (await self.request(subject)).message
+        await self.command(
+            subject,
+            {},
+            wait,
+            ok="host_stopped",
+            failed=None,
+            match=lambda d: d.get("host_id") == host_id,
+            what=f"host {host_id}",
+        )
+        return f"host {host_id} stopped"
 
-    async def put_label(self, host_id: str, key: str, value: str) -> None:
-        await self.request(
-            subjects.ctl(self.lattice, "label", "put", host_id), {"key": key, "value": value}
+    async def put_label(
+        self, host_id: str, key: str, value: str, *, wait: float | None = None
+    ) -> dict[str, Any]:
+        """Set a label; with `wait`, until the host announces `labels_changed`."""
+        return await self.command(
+            subjects.ctl(self.lattice, "label", "put", host_id),
+            {"key": key, "value": value},
+            wait,
+            ok="labels_changed",
+            failed=None,
+            match=lambda d: d.get("host_id") == host_id and d.get("labels", {}).get(key) == value,
+            what=f"label {key}",
+            where=f" from host {host_id}",
         )
 
-    async def del_label(self, host_id: str, key: str) -> None:
-        await self.request(subjects.ctl(self.lattice, "label", "del", host_id), {"key": key})
+    async def del_label(
+        self, host_id: str, key: str, *, wait: float | None = None
+    ) -> dict[str, Any]:
+        return await self.command(
+            subjects.ctl(self.lattice, "label", "del", host_id),
+            {"key": key},
+            wait,
+            ok="labels_changed",
+            failed=None,
+            match=lambda d: d.get("host_id") == host_id and key not in d.get("labels", {}),
+            what=f"label {key}",
+            where=f" from host {host_id}",
+        )
 
     async def scale_component(
         self,
@@ -231,37 +287,65 @@ class LatticeClient:
         failed: str = "component_scale_failed",
     ) -> dict[str, Any]:
         """Send a command and wait for the event that reports its outcome on that host."""
+
+        def ours(data: dict[str, Any]) -> bool:
+            return data.get("host_id") == host_id and data.get(key) == component_id
+
+        return await self.command(
+            subject,
+            body,
+            wait,
+            ok=ok,
+            failed=failed,
+            match=ours,
+            what=component_id,
+            where=f" from host {host_id}",
+        )
+
+    async def command(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        wait: float | None,
+        *,
+        ok: str,
+        failed: str | None,
+        match: EventMatch,
+        what: str,
+        where: str = "",
+    ) -> dict[str, Any]:
+        """Send a control request; unless `wait` is None, wait for the first `ok` or
+        `failed` event whose data `match`es and return its data. The subscription is made
+        before the request, so an event sent with the acknowledgement is not missed.
+        A failure event raises LatticeError with its reason; no event in time raises
+        WaitTimeout naming the event that did not come."""
         if wait is None:
             reply = await self.request(subject, body)
             return {"message": reply.message}
         outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
         async def on_event(msg: Any) -> None:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 ev = json.loads(msg.data)
-                data = ev["data"]
-                ours = data.get("host_id") == host_id and data.get(key) == component_id
-                if ours and not outcome.done():
+                if match(ev["data"]) and not outcome.done():
                     outcome.set_result(ev)
 
+        types = [ok] if failed is None else [ok, failed]
         subs = [
-            await self.nc.subscribe(subjects.event(self.lattice, t), cb=on_event)
-            for t in (ok, failed)
+            await self.nc.subscribe(subjects.event(self.lattice, t), cb=on_event) for t in types
         ]
         try:
             await self.request(subject, body)
             try:
                 ev = await asyncio.wait_for(outcome, wait)
             except TimeoutError:
-                raise LatticeError(
-                    f"{component_id}: no outcome from host {host_id} within {wait:g}s"
-                ) from None
+                raise WaitTimeout(f"{what}: no {ok} event{where} within {wait:g}s") from None
         finally:
             for s in subs:
                 with contextlib.suppress(Exception):
                     await s.unsubscribe()
-        if ev["type"].endswith(failed):
-            raise LatticeError(f"{component_id}: {ev['data'].get('error', 'failed')}")
+        if failed is not None and ev["type"].endswith(failed):
+            raise LatticeError(f"{what}: {ev['data'].get('error', 'failed')}")
         return dict(ev["data"])
 
     # -- providers ------------------------------------------------------------
@@ -334,7 +418,9 @@ class LatticeClient:
         source_config: list[str] | None = None,
         target_config: list[str] | None = None,
         replace: bool = False,
+        wait: float | None = None,
     ) -> str:
+        """Put a link; with `wait`, until `linkdef_set` (or `linkdef_set_failed`)."""
         body = {
             "source_id": source_id,
             "target": target,
@@ -346,10 +432,29 @@ class LatticeClient:
             "target_config": target_config or [],
             "replace": replace,
         }
-        return (await self.request(subjects.ctl(self.lattice, "link", "put"), body)).message
+        subject = subjects.ctl(self.lattice, "link", "put")
+        if wait is None:
+            return (await self.request(subject, body)).message
+        what = f"link {source_id} {namespace}:{package} ({name})"
+        await self.command(
+            subject,
+            body,
+            wait,
+            ok="linkdef_set",
+            failed="linkdef_set_failed",
+            match=_link_match(source_id, namespace, package, name),
+            what=what,
+        )
+        return f"{what} → {target} set"
 
     async def del_link(
-        self, source_id: str, namespace: str, package: str, name: str = "default"
+        self,
+        source_id: str,
+        namespace: str,
+        package: str,
+        name: str = "default",
+        *,
+        wait: float | None = None,
     ) -> str:
         body = {
             "source_id": source_id,
@@ -357,26 +462,87 @@ class LatticeClient:
             "wit_package": package,
             "name": name,
         }
-        return (await self.request(subjects.ctl(self.lattice, "link", "del"), body)).message
+        subject = subjects.ctl(self.lattice, "link", "del")
+        if wait is None:
+            return (await self.request(subject, body)).message
+        what = f"link {source_id} {namespace}:{package} ({name})"
+        await self.command(
+            subject,
+            body,
+            wait,
+            ok="linkdef_deleted",
+            failed=None,
+            match=_link_match(source_id, namespace, package, name),
+            what=what,
+        )
+        return f"{what} deleted"
 
     async def get_links(self) -> list[dict[str, Any]]:
         reply = await self.request(subjects.ctl(self.lattice, "link", "get"))
         return list(reply.response or [])
 
     async def put_config(
-        self, name: str, values: dict[str, str], secrets: list[str] | None = None
+        self,
+        name: str,
+        values: dict[str, str],
+        secrets: list[str] | None = None,
+        *,
+        wait: float | None = None,
     ) -> str:
         body: dict[str, Any] = dict(values)
         if secrets:
             body["$secrets"] = secrets
-        return (await self.request(subjects.ctl(self.lattice, "config", "put", name), body)).message
+        subject = subjects.ctl(self.lattice, "config", "put", name)
+        if wait is None:
+            return (await self.request(subject, body)).message
+        await self.command(
+            subject,
+            body,
+            wait,
+            ok="config_set",
+            failed=None,
+            match=lambda d: d.get("config_name") == name,
+            what=f"config {name}",
+        )
+        return f"config {name} set"
 
     async def get_config(self, name: str) -> dict[str, str]:
         reply = await self.request(subjects.ctl(self.lattice, "config", "get", name))
         return dict(reply.response or {})
 
-    async def del_config(self, name: str) -> str:
-        return (await self.request(subjects.ctl(self.lattice, "config", "del", name))).message
+    async def del_config(self, name: str, *, wait: float | None = None) -> str:
+        subject = subjects.ctl(self.lattice, "config", "del", name)
+        if wait is None:
+            return (await self.request(subject)).message
+        await self.command(
+            subject,
+            {},
+            wait,
+            ok="config_deleted",
+            failed=None,
+            match=lambda d: d.get("config_name") == name,
+            what=f"config {name}",
+        )
+        return f"config {name} deleted"
+
+    async def list_configs(self) -> dict[str, dict[str, str]]:
+        """Every named config, secret values as ***, read from the lattice's config
+        bucket (the control interface answers for one name at a time)."""
+        from lattice.protocol.links import NamedConfig
+        from lattice.state import config_bucket
+
+        try:
+            kv = await self.nc.jetstream().key_value(config_bucket(self.lattice))
+            keys = await kv.keys()
+        except Exception:  # no bucket yet (no host ever started) or no keys
+            return {}
+        found: dict[str, dict[str, str]] = {}
+        for key in sorted(keys):
+            with contextlib.suppress(Exception):
+                entry = await kv.get(key)
+                if entry.value:
+                    found[key] = NamedConfig.model_validate_json(entry.value).redacted()
+        return found
 
     # -- the controller -------------------------------------------------------
 
@@ -399,6 +565,66 @@ class LatticeClient:
         if reply.get("result") == "error":
             raise LatticeError(reply.get("message", "controller error"))
         return dict(reply)
+
+    # -- events -----------------------------------------------------------------
+
+    async def events(
+        self,
+        *,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        follow: bool = True,
+        idle: float = 1.0,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Lattice events as CloudEvent dicts, oldest first.
+
+        With `since`, the recent ones are replayed from the lattice's bounded event
+        stream (hosts create it: host/events_stream.py), then, when `follow`, new ones
+        as they come. Without the stream (no host started it yet) only live events
+        come. Without `follow` it ends once the replay is done (or `idle` seconds pass
+        with nothing new)."""
+        subject = subjects.event(self.lattice, event_type or ">")
+        if event_type is None:
+            subject = subjects.events_wildcard(self.lattice)
+        if since is not None:
+            try:
+                sub = await self.nc.jetstream().subscribe(
+                    subject,
+                    ordered_consumer=True,
+                    deliver_policy=nats.js.api.DeliverPolicy.BY_START_TIME,
+                    config=nats.js.api.ConsumerConfig(
+                        opt_start_time=since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    ),
+                )
+            except Exception:  # no stream covers the subject
+                sub = None
+            if sub is not None:
+                try:
+                    while True:
+                        try:
+                            msg = await sub.next_msg(timeout=idle if not follow else 3600)
+                        except nats.errors.TimeoutError:
+                            if not follow:
+                                return
+                            continue
+                        with contextlib.suppress(ValueError):
+                            yield json.loads(msg.data)
+                        if not follow and msg.metadata.num_pending == 0:
+                            return
+                finally:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                return
+        if not follow:
+            return
+        live = await self.nc.subscribe(subject)
+        try:
+            async for msg in live.messages:
+                with contextlib.suppress(ValueError):
+                    yield json.loads(msg.data)
+        finally:
+            with contextlib.suppress(Exception):
+                await live.unsubscribe()
 
     # -- invocations ----------------------------------------------------------
 

@@ -73,9 +73,9 @@ def wait_for_host(url: str, proc: subprocess.Popen[str], deadline_s: float = 30)
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise AssertionError(f"lattice up exited early with {proc.returncode}")
-        r = cli("get", "hosts", "--json", "--timeout", "0.5", url=url)
+        r = cli("get", "hosts", "-o", "json", "--timeout", "0.5", url=url)
         if r.returncode == 0 and r.stdout.strip():
-            return json.loads(r.stdout.splitlines()[0])
+            return json.loads(r.stdout)[0]
         time.sleep(0.2)
     raise AssertionError("host never answered host.ping")
 
@@ -106,7 +106,7 @@ def test_lattice_up_with_embedded_nats_end_to_end(tmp_path: Path, built: dict[st
         assert "Traceback" not in r.stderr
 
         r = cli("call", "echo", "echo", "{bad", url=url)
-        assert r.returncode == 1 and "argument 1 is not valid JSON" in r.stderr
+        assert r.returncode == 2 and "argument 1 is not valid JSON" in r.stderr
 
         r = cli("call", "ghost", "echo", '"x"', url=url)
         assert r.returncode == 1 and "no host runs component 'ghost'" in r.stderr
@@ -140,21 +140,21 @@ def test_up_refuses_bad_options(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert r.returncode == 1 and "key=value" in r.stderr
+    assert r.returncode == 2 and "key=value" in r.stderr
     r = subprocess.run(
         [*LATTICE, "up", "--label", "hostcore.os=dos", "--data-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert r.returncode == 1 and "hostcore." in r.stderr
+    assert r.returncode == 2 and "hostcore." in r.stderr
     r = subprocess.run(
         [*LATTICE, "up", "--host-seed", "SNOTASEED", "--data-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert r.returncode == 1 and "seed" in r.stderr and "SNOTASEED" not in r.stderr
+    assert r.returncode == 2 and "seed" in r.stderr and "SNOTASEED" not in r.stderr
 
 
 async def test_unreachable_nats_is_a_clear_error(tmp_path: Path) -> None:

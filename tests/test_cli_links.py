@@ -97,7 +97,7 @@ def test_hot_swap_walkthrough_from_the_cli(
         r = cli("config", "del", "nope", url=url)
         assert r.returncode == 1 and "no config named" in r.stderr
         r = cli("link", "put", "counter", "kv-redis", "keyvalue", "-i", "store", url=url)
-        assert r.returncode == 1 and "namespace:package" in r.stderr
+        assert r.returncode == 2 and "namespace:package" in r.stderr
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
