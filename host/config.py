@@ -28,6 +28,38 @@ class Limits:
         )
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in os.environ.get(name, "").split(",") if x.strip())
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """Where components may come from (`--allow-insecure-registry`, `--allow-latest`,
+    `--no-shared-compile`; also LATTICE_ALLOW_INSECURE_REGISTRY=host:port,…,
+    LATTICE_ALLOW_LATEST=1, LATTICE_NO_SHARED_COMPILE=1, and
+    LATTICE_REGISTRY_CONFIG=registry=config-name,… naming the named config that holds
+    a registry's `username` and secret `password` or `token`)."""
+
+    insecure_registries: tuple[str, ...] = ()
+    allow_latest: bool = False
+    shared_compile: bool = True
+    registry_configs: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> ArtifactSettings:
+        pairs = (item.partition("=") for item in _env_list("LATTICE_REGISTRY_CONFIG"))
+        return cls(
+            insecure_registries=_env_list("LATTICE_ALLOW_INSECURE_REGISTRY"),
+            allow_latest=_env_flag("LATTICE_ALLOW_LATEST"),
+            shared_compile=not _env_flag("LATTICE_NO_SHARED_COMPILE"),
+            registry_configs={k.strip(): v.strip() for k, sep, v in pairs if sep},
+        )
+
+
 @dataclass(frozen=True)
 class HostConfig:
     nats_url: str = "nats://127.0.0.1:4222"
@@ -40,6 +72,7 @@ class HostConfig:
     embedded_nats: bool = True
     nats_connect_timeout: float = 5.0
     provider_health_interval: float = 30.0
+    artifacts: ArtifactSettings = field(default_factory=ArtifactSettings.from_env)
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")

@@ -28,6 +28,7 @@ from host.ctl import ControlInterface
 from host.events_stream import ensure as ensure_events_stream
 from host.identity import HostIdentity, builtin_labels, load_identity
 from host.providers import ProviderManager
+from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from lattice import natsd
@@ -117,6 +118,7 @@ class Host:
             ) from None
         await ensure_events_stream(self.nc, self.lattice)  # `lattice events --since`
         self.ticker.start()
+        artifact.bind(self)  # component bytes and compiled code through the lattice
         self.bridge = ImportBridge(
             nc=self.nc,
             loop=asyncio.get_running_loop(),

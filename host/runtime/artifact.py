@@ -1,84 +1,82 @@
-"""Fetch component bytes from a reference and check they are a component.
+"""Where a host's components come from: the fetcher and the lattice's compiled artifacts.
 
-Supported references: `file:///abs/path.wasm`, a plain filesystem path, and
-`http(s)://…` URLs. OCI references arrive in a later release and are refused with a
-message saying so. A core module or a file that is not WebAssembly at all is refused
-here, before wasmtime sees it, so the error says what the file is instead of a
-compiler message.
+`bind(host)` runs once the host has joined its lattice. It gives the host's compile
+cache a `Fetcher` (local digest-keyed cache under `{data_dir}/artifacts`, the lattice's
+object store over the host's own NATS connection, OCI registries with the host's
+policy and credentials) and, unless `--no-shared-compile`, the lattice's shared
+compiled artifacts signed with this host's nkey. The reference formats, the cache and
+the checks live in `lattice.artifacts`; this module only wires them to a host.
 """
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+import json
+from typing import TYPE_CHECKING
 
-import httpx
+import structlog
 
-MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
-WASM_MAGIC = b"\0asm"
-CORE_VERSION = b"\x01\x00\x00\x00"
+from host.runtime.engine import COMPILE_KEY
+from lattice.artifacts.cache import LocalCache
+from lattice.artifacts.compiled import SharedCompiles
+from lattice.artifacts.fetch import Fetcher, FetchError, FetchPolicy
+from lattice.artifacts.oci import Credentials
+from lattice.artifacts.wasm import NotAComponent, check_component
+from lattice.protocol import subjects
+from lattice.protocol.links import merge_config
 
+if TYPE_CHECKING:
+    from host.host import Host
 
-class ArtifactError(ValueError):
-    """The reference cannot be fetched or does not hold a WebAssembly component."""
+__all__ = ["ArtifactError", "NotAComponent", "bind", "check_component"]
 
-
-def check_component(data: bytes, ref: str) -> None:
-    if len(data) < 8 or data[:4] != WASM_MAGIC:
-        raise ArtifactError(f"{ref} is not a WebAssembly file (no \\0asm header)")
-    if data[4:8] == CORE_VERSION:
-        raise ArtifactError(
-            f"{ref} is a core WebAssembly module, not a component; "
-            "wrap it with `wasm-tools component new` first"
-        )
-    if data[6:8] != b"\x01\x00":
-        raise ArtifactError(f"{ref} has an unknown WebAssembly layer/version {data[4:8].hex()}")
+ArtifactError = FetchError
+log = structlog.get_logger("lattice.runtime")
 
 
-async def fetch(ref: str, http_timeout: float = 60.0) -> bytes:
-    """The bytes of the component at `ref`, checked to be a component."""
-    parsed = urlparse(ref)
-    if parsed.scheme == "oci":
-        raise ArtifactError(f"{ref}: OCI references are not supported yet; use file:// or https://")
-    if parsed.scheme in ("", "file"):
-        path = Path(unquote(parsed.path) if parsed.scheme == "file" else ref)
-        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
-            raise ArtifactError(f"{ref}: file:// references must be local (file:///path)")
+def bind(host: Host) -> None:
+    settings = host.config.artifacts
+
+    def credentials(registry: str) -> Credentials | None:
+        name = settings.registry_configs.get(registry)
+        if name is None:
+            return None
+        public, secret = merge_config([name], host.state.configs)
+        return Credentials.from_config({**public, **secret})
+
+    host.cache.fetcher = Fetcher(
+        LocalCache(host.config.data_dir / "artifacts"),
+        nc=host.nc,
+        lattice=host.lattice,
+        policy=FetchPolicy(settings.allow_latest, frozenset(settings.insecure_registries)),
+        credentials=credentials,
+    )
+    if not settings.shared_compile:
+        host.cache.shared = None
+        return
+    known: set[str] = {host.host_id}
+
+    async def is_lattice_host(host_id: str) -> bool:
+        """A signer counts when it answers as a host of this lattice (`host.get`)."""
+        if host_id in known:
+            return True
         try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            hint = " (OCI references are not supported yet)" if ":" in ref else ""
-            raise ArtifactError(f"{ref}: no such file {path}{hint}") from None
-        except IsADirectoryError:
-            raise ArtifactError(f"{ref}: {path} is a directory") from None
-        except OSError as exc:
-            raise ArtifactError(f"{ref}: cannot read {path}: {exc.strerror}") from None
-    elif parsed.scheme in ("http", "https"):
-        data = await _download(ref, http_timeout)
-    else:
-        raise ArtifactError(
-            f"{ref}: unsupported reference scheme {parsed.scheme!r} (use file:// or http(s)://)"
-        )
-    check_component(data, ref)
-    return data
+            subjects.check_token(host_id, "signer")
+            msg = await host.nc.request(
+                subjects.ctl(host.lattice, "host", "get", host_id), b"", timeout=5
+            )
+            body = json.loads(msg.data)
+            ok = bool(body.get("success")) and body.get("response", {}).get("host_id") == host_id
+        except Exception:
+            return False
+        if ok:
+            known.add(host_id)
+        return ok
 
-
-async def _download(url: str, timeout: float) -> bytes:
-    try:
-        async with (
-            httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client,
-            client.stream("GET", url) as resp,
-        ):
-            if resp.status_code != 200:
-                raise ArtifactError(f"{url}: HTTP {resp.status_code}")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_ARTIFACT_BYTES:
-                    raise ArtifactError(f"{url}: larger than {MAX_ARTIFACT_BYTES} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.HTTPError as exc:
-        raise ArtifactError(f"{url}: download failed: {exc}") from None
+    host.cache.shared = SharedCompiles(
+        host.nc,
+        host.lattice,
+        host_id=host.host_id,
+        sign_fn=host.identity.sign,
+        key=COMPILE_KEY,
+        is_lattice_host=is_lattice_host,
+    )

@@ -1,5 +1,9 @@
 """Turn a component reference into a ready pool: fetch, compile (cached), inspect, warm.
 
+Bytes come from the compile cache's fetcher (local digest cache, the lattice's object
+store, OCI registries, files, URLs); compiled code from memory, disk, the lattice's
+signed compiled artifacts, or a compile here (`CompileCache.obtain`).
+
 All blocking steps (compile/deserialize, the first instantiation) run in worker threads.
 The first instance is created here, before the component is announced, so a component
 whose imports the host cannot satisfy fails its scale with wasmtime's own message
@@ -38,6 +42,8 @@ class LoadStats:
     instantiate_s: float
     cached: bool
     digest: str
+    source: str = "compiled"  # where the compiled code came from
+    fetched_from: str = "file"  # where the bytes came from
 
 
 def new_linker(engine: wasmtime.Engine) -> Linker:
@@ -58,12 +64,13 @@ async def load_pool(
 ) -> tuple[InstancePool, LoadStats]:
     t0 = time.perf_counter()
     try:
-        wasm = await artifact.fetch(ref)
+        fetched = await cache.fetcher.fetch(ref)
     except artifact.ArtifactError as exc:
         raise LoadError(str(exc)) from None
+    wasm = fetched.data
     t1 = time.perf_counter()
     try:
-        compiled = await asyncio.to_thread(cache.load, wasm)
+        compiled = await cache.obtain(wasm, fetched.digest)
     except wasmtime.WasmtimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
         raise LoadError(f"{ref} is not a valid component: {first}") from None
@@ -103,4 +110,12 @@ async def load_pool(
     except InvocationError as exc:
         raise LoadError(exc.message) from None
     t3 = time.perf_counter()
-    return pool, LoadStats(t1 - t0, t2 - t1, t3 - t2, compiled.cached, compiled.digest)
+    return pool, LoadStats(
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        compiled.cached,
+        compiled.digest,
+        compiled.source,
+        fetched.source,
+    )

@@ -1,0 +1,270 @@
+"""`lattice push|pull|inspect`, `lattice get artifacts`, `lattice delete artifact`.
+
+Mounted by the CLI with `register(app, get_app, delete_app)`. Each command parses its
+options, calls `lattice.artifacts.ops`, and prints a table or JSON; errors are one
+sentence on stderr with exit code 1. Registry passwords come from
+LATTICE_REGISTRY_PASSWORD or `--password-stdin`, never from a flag's value (which
+would land in shell history and `ps`), and are never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from nats.aio.client import Client as NATS
+from rich.console import Console
+from rich.table import Table
+
+from lattice.artifacts import ops
+from lattice.artifacts.fetch import FetchError, FetchPolicy
+from lattice.artifacts.oci import Credentials
+from lattice.artifacts.refs import RefError
+from lattice.artifacts.wasm import NotAComponent
+
+T = TypeVar("T")
+out = Console()
+err = Console(stderr=True)
+
+NatsUrl = Annotated[
+    str, typer.Option("--nats-url", envvar="LATTICE_NATS_URL", help="NATS server to talk to.")
+]
+LatticeName = Annotated[
+    str, typer.Option("--lattice", envvar="LATTICE_LATTICE", help="Lattice name.")
+]
+Insecure = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-insecure-registry",
+        envvar="LATTICE_ALLOW_INSECURE_REGISTRY",
+        help="Registry host[:port] to reach over plain HTTP (repeatable).",
+    ),
+]
+AllowLatest = Annotated[
+    bool,
+    typer.Option(
+        "--allow-latest", envvar="LATTICE_ALLOW_LATEST", help="Accept :latest and untagged refs."
+    ),
+]
+Username = Annotated[
+    str | None,
+    typer.Option(
+        "--username", envvar="LATTICE_REGISTRY_USERNAME", help="Registry user (OCI refs)."
+    ),
+]
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the registry password or token from stdin (else LATTICE_REGISTRY_PASSWORD).",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"error: {message}", markup=False, highlight=False)
+    return typer.Exit(1)
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    from lattice.client import LatticeError
+
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except (RefError, FetchError, NotAComponent, LatticeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _policy(insecure: list[str] | None, allow_latest: bool) -> FetchPolicy:
+    hosts = frozenset(h.strip() for item in insecure or [] for h in item.split(",") if h.strip())
+    return FetchPolicy(allow_latest=allow_latest, insecure_registries=hosts)
+
+
+def _credentials(username: str | None, password_stdin: bool) -> Credentials | None:
+    import os
+
+    secret = sys.stdin.readline().strip() if password_stdin else None
+    secret = secret or os.environ.get("LATTICE_REGISTRY_PASSWORD") or None
+    if username is None and secret is None:
+        return None
+    if username is None:
+        return Credentials(token=secret)
+    return Credentials(username=username, password=secret)
+
+
+async def _with_nats(
+    ref: str,
+    url: str,
+    lattice: str,
+    allow_latest: bool,
+    work: Callable[[NATS | None], Awaitable[T]],
+) -> T:
+    """Connect to NATS only when the reference needs the lattice."""
+    from lattice.client import LatticeClient
+
+    needs = ref.startswith("lattice://")
+    if not needs:
+        return await work(None)
+    client = await LatticeClient.connect(url, lattice)
+    async with client:
+        return await work(client.nc)
+
+
+def _show(d: ops.Described, as_json: bool) -> None:
+    body = d.as_json()
+    if as_json:
+        out.print_json(json.dumps(body))
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("ref", "digest", "size", *sorted(d.extra)):
+        table.add_row(key, str(body.get(key)))
+    table.add_row("signature", "none (components are not signed yet)")
+    out.print(table)
+    if d.world is not None:
+        out.print("world:")
+        for name in d.world.imports:
+            out.print(f"  import {name};", markup=False, highlight=False)
+        for name in d.world.exports:
+            out.print(f"  export {name};", markup=False, highlight=False)
+
+
+def push(
+    ref: Annotated[str, typer.Argument(help="lattice://NAME:VERSION or registry/repo:tag")],
+    file: Annotated[Path, typer.Argument(help="The component (.wasm).")],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    allow_insecure_registry: Insecure = None,
+    allow_latest: AllowLatest = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    as_json: AsJson = False,
+) -> None:
+    """Store a component in the lattice or push it to an OCI registry (CNCF Wasm layout)."""
+    policy = _policy(allow_insecure_registry, allow_latest)
+    creds = _credentials(username, password_stdin)
+    d = _run(
+        lambda: _with_nats(
+            ref,
+            nats_url,
+            lattice,
+            lambda nc: ops.push(
+                ref, file, nc=nc, lattice=lattice, policy=policy, credentials=creds
+            ),
+        )
+    )
+    _show(d, as_json)
+
+
+def pull(
+    ref: Annotated[str, typer.Argument(help="A component reference.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the component here.")
+    ] = None,
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    allow_insecure_registry: Insecure = None,
+    allow_latest: AllowLatest = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    as_json: AsJson = False,
+) -> None:
+    """Fetch a component, check its digest, and show what it is (optionally save it)."""
+    policy = _policy(allow_insecure_registry, allow_latest)
+    creds = _credentials(username, password_stdin)
+    d, data = _run(
+        lambda: _with_nats(
+            ref,
+            nats_url,
+            lattice,
+            lambda nc: ops.pull(ref, nc=nc, lattice=lattice, policy=policy, credentials=creds),
+        )
+    )
+    if output is not None:
+        try:
+            output.write_bytes(data)
+        except OSError as exc:
+            raise _fail(f"cannot write {output}: {exc.strerror}") from None
+    _show(d, as_json)
+
+
+def inspect(
+    target: Annotated[str, typer.Argument(help="A component file or reference.")],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    allow_insecure_registry: Insecure = None,
+    allow_latest: AllowLatest = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    as_json: AsJson = False,
+) -> None:
+    """Digest, size and WIT world (imports/exports) of a file, lattice artifact or OCI ref."""
+    policy = _policy(allow_insecure_registry, allow_latest)
+    creds = _credentials(username, password_stdin)
+    d = _run(
+        lambda: _with_nats(
+            target,
+            nats_url,
+            lattice,
+            lambda nc: ops.inspect(
+                target, nc=nc, lattice=lattice, policy=policy, credentials=creds
+            ),
+        )
+    )
+    _show(d, as_json)
+
+
+def get_artifacts(
+    nats_url: NatsUrl = DEFAULT_URL, lattice: LatticeName = "default", as_json: AsJson = False
+) -> None:
+    """What the lattice's object store holds."""
+
+    async def work() -> list[dict[str, Any]]:
+        from lattice.client import LatticeClient
+
+        client = await LatticeClient.connect(nats_url, lattice)
+        async with client:
+            return await ops.list_artifacts(client.nc, lattice)
+
+    rows = _run(work)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("REF", "DIGEST", "SIZE", "EXPORTS", "MODIFIED")
+    for r in rows:
+        exports = ", ".join(e for e in r["exports"] if e != "exports")
+        table.add_row(r["ref"], r["digest"][:19] + "…", str(r["size"]), exports, r["modified"][:19])
+    out.print(table)
+
+
+def delete_artifact(
+    ref: Annotated[str, typer.Argument(help="lattice://NAME:VERSION")],
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+) -> None:
+    """Remove an artifact from the lattice; refused while a component or app uses it."""
+
+    async def work() -> None:
+        from lattice.client import LatticeClient
+
+        client = await LatticeClient.connect(nats_url, lattice)
+        async with client:
+            await ops.delete(client.nc, lattice, ref)
+
+    _run(work)
+    out.print(f"deleted {ref}")
+
+
+def register(app: typer.Typer, get_app: typer.Typer, delete_app: typer.Typer) -> None:
+    """Add the artifact commands to the `lattice` CLI."""
+    app.command("push")(push)
+    app.command("pull")(pull)
+    app.command("inspect")(inspect)
+    get_app.command("artifacts")(get_artifacts)
+    delete_app.command("artifact")(delete_artifact)
