@@ -31,7 +31,7 @@ from lattice.controller.plan import DEFAULT_HOST_EXPIRY, Plan, plan
 from lattice.controller.run.api import Api
 from lattice.controller.run.lease import Lease
 from lattice.controller.run.observer import Observer
-from lattice.controller.run.store import AppRecord, ManifestStore
+from lattice.controller.run.store import AppRecord, ManifestStore, StoreError
 from lattice.controller.run.worker import Worker
 from lattice.controller.snapshot import LatticeSnapshot
 
@@ -154,6 +154,8 @@ class Controller:
                 continue
             try:
                 await self.reconcile()
+            except StoreError as exc:  # plan nothing from a partial view; try next round
+                self._log.warning("cannot read the applications; not reconciling", error=str(exc))
             except Exception:
                 self._log.exception("reconcile failed")
 

@@ -209,14 +209,33 @@ class ManifestStore:
         await self._change(name, mutate)
 
     async def all(self) -> list[AppRecord]:
+        """Every application, read in full, or `StoreError` — never a partial list.
+
+        The keys come from one stream-info request (the subjects the bucket holds), not
+        from nats-py's `kv.keys()`: that creates an ephemeral consumer per call which
+        lives on the server for five minutes, so a controller listing once a second
+        piled up ~1000 of them and the server refused the next one. An empty list here
+        means "no application", so a failed read must raise instead: the planner would
+        read it as "everything undeployed" and stop every managed workload.
+        """
         assert self._kv is not None
+        prefix = f"$KV.{self.bucket}."
         try:
-            keys = await self._kv.keys()
-        except Exception:  # nats-py raises NoKeysError for an empty bucket
-            return []
+            info = await self.nc.jetstream().stream_info(
+                f"KV_{self.bucket}", subjects_filter=f"{prefix}>"
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"cannot list the applications in {self.bucket}: {exc or type(exc).__name__}"
+            ) from None
         records = []
-        for key in keys:
-            rec, _ = await self._read(key.removeprefix("app."))
+        for subject in sorted(info.state.subjects or {}):
+            try:
+                rec, _ = await self._read(subject.removeprefix(prefix).removeprefix("app."))
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot read {subject} from {self.bucket}: {exc or type(exc).__name__}"
+                ) from None
             if rec is not None:
                 records.append(rec)
         return sorted(records, key=lambda r: r.name)
