@@ -101,6 +101,7 @@ class ComponentManager:
         self._publisher: asyncio.Task[None] | None = None
         self._ok_headers = {HOST_HEADER: host_id}
         self._log = log.bind(host_id=host_id, lattice=lattice)
+        self.spy: Any = None  # host/spy.py, set when the host starts: taps spied components
 
     def _pool_getter(self, component_id: str) -> Callable[[], InstancePool | None]:
         def get() -> InstancePool | None:
@@ -312,6 +313,8 @@ class ComponentManager:
         def done(body: Any, error: InvocationError | None) -> None:
             self._send(reply, body, error, traced)
 
+        if self.spy is not None and self.spy.active(component_id):  # `lattice spy`
+            done = self.spy.inbound(component_id, operation, msg, done)
         for _ in range(3):  # a pool swapped out under us: retry on the current one
             rc = self.running.get(component_id)
             if rc is None:

@@ -28,6 +28,7 @@ from host.ctl import ControlInterface
 from host.events_stream import ensure as ensure_events_stream
 from host.identity import HostIdentity, builtin_labels, load_identity
 from host.providers import ProviderManager
+from host.spy import Spy
 from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
@@ -146,6 +147,7 @@ class Host:
             publish_event=self.publish_event,
             health_interval=self.config.provider_health_interval,
         )
+        self.spy = await Spy.attach(self)  # `lattice spy`: taps only watched components
         for subject, queue, cb in self.ctl.subscriptions():
             self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
         await self.nc.flush()

@@ -626,6 +626,41 @@ class LatticeClient:
             with contextlib.suppress(Exception):
                 await live.unsubscribe()
 
+    async def spy(
+        self, component_id: str, ready: Callable[[], None] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every call in and out of `component_id` as a SpyRecord dict, until the caller
+        stops iterating. The hosts running it tap calls only while this lease is
+        renewed (lattice/protocol/spy.py); `ready` is called once the first lease has
+        reached the server, so calls made after it are seen."""
+        from lattice.protocol import spy
+
+        subjects.check_token(component_id, "component id")
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        watch = spy.SpyWatch(inbox=inbox).model_dump_json().encode()
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(spy.RENEW_S)
+                await self.nc.publish(spy.watch_subject(self.lattice, component_id), watch)
+
+        await self.nc.publish(spy.watch_subject(self.lattice, component_id), watch)
+        await self.nc.flush()
+        if ready is not None:
+            ready()
+        renewing = asyncio.create_task(renew())
+        try:
+            async for msg in sub.messages:
+                with contextlib.suppress(ValueError):
+                    yield json.loads(msg.data)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(Exception):
+                await self.nc.publish(spy.unwatch_subject(self.lattice, component_id), watch)
+                await self.nc.flush(timeout=1)
+                await sub.unsubscribe()
+
     # -- invocations ----------------------------------------------------------
 
     async def call(

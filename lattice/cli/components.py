@@ -216,9 +216,9 @@ def call(
     result = run_client(
         target(nats_url, lattice),
         timeout,
-        lambda c: c.call(component_id, function, values, timeout=timeout),
+        lambda c: c.call_traced(component_id, function, values, timeout=timeout),
     )
-    value = codec.to_json_compatible(result)
+    value = codec.to_json_compatible(result[0])
     print(dump(value, Format.yaml if output is Format.yaml else Format.json), flush=True)
 
 
