@@ -234,7 +234,11 @@ def test_shape_errors_name_the_path(path: str, value: Any, expected: str) -> Non
 @pytest.mark.parametrize(
     "path, value, expected",
     [
-        ("spec.components.1.name", "counter", f"{C1}.name: duplicate component name (also {C0})"),
+        (
+            "spec.components.1.name",
+            "counter",
+            f"{C1}.name: two components named 'counter' (the other is {C0})",
+        ),
         (
             "spec.components.1.properties.id",
             "demo-counter",
@@ -259,7 +263,8 @@ def test_shape_errors_name_the_path(path: str, value: Any, expected: str) -> Non
         (
             "spec.components.0.traits.0.properties.spread",
             [{"name": "a"}, {"name": "a", "requirements": {"zone": "x"}}],
-            f"{C0}.traits[0].properties.spread[1].name: duplicate rule name (also spread[0])",
+            f"{C0}.traits[0].properties.spread[1].name: two spread rules named 'a' "
+            "(the other is spread[0])",
         ),
         (
             "spec.components.0.traits.1.properties.target",

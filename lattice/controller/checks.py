@@ -108,7 +108,8 @@ def _check_names(
             errors.append(
                 (
                     f"{p}.name",
-                    f"duplicate component name (also spec.components[{first_name[name]}])",
+                    f"two components named {name!r} (the other is "
+                    f"spec.components[{first_name[name]}])",
                 )
             )
             continue
@@ -200,7 +201,10 @@ def _check_rule_names(rules: list[SpreadRule], tp: str, errors: list[Finding]) -
     for n, r in enumerate(rules):
         if r.name in seen:
             errors.append(
-                (f"{tp}.spread[{n}].name", f"duplicate rule name (also spread[{seen[r.name]}])")
+                (
+                    f"{tp}.spread[{n}].name",
+                    f"two spread rules named {r.name!r} (the other is spread[{seen[r.name]}])",
+                )
             )
         seen.setdefault(r.name, n)
 
