@@ -278,3 +278,23 @@ async def test_standby_takes_over_when_the_leader_dies(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_history_explains_every_stop(lattice3, client: LatticeClient, echo_ref) -> None:
+    await deploy(client, manifest("why", [echo_component(echo_ref, [spread(3)])], "v1"))
+    await eventually(await deployed(client, "why"), what="v1 deployed")
+    await deploy(client, manifest("why", [echo_component(echo_ref, [spread(1)])], "v2"))
+
+    async def scaled_down() -> bool:
+        return sum((await counts(client, "why-echo")).values()) == 1
+
+    await eventually(scaled_down, what="scaled down to 1")
+    history = (await client.model("history", "why"))["history"]
+    rounds = [h for h in history if h["action"] == "reconcile"]
+    stopped = [s for h in rounds for s in h["stopped"]]
+    assert rounds and all(h["version"] == "v2" for h in rounds)
+    assert len(stopped) == 2, stopped
+    assert {s["cause"] for s in stopped} == {
+        "replica surplus on rule 'default' (no requirements): 3 > 1"
+    }
+    assert all(s["command"].startswith("stop why-echo on ") for s in stopped)

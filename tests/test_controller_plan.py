@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -842,3 +843,92 @@ def test_the_simulator_refuses_what_a_host_refuses_unless_told_to_skip() -> None
             apply([cmd], snap)
     good = ScaleComponent("h1", "file:///a.wasm", "x", 1)
     assert counts(apply([*bad, good], snap, strict=False), "x") == {"h1": 1}
+
+
+# -- causes: every stop says which rule and which observed fact ----------------------------
+
+
+def stops_of(p: Plan) -> dict[str, str]:
+    """describe() → reason of each command that stops or removes something."""
+    from lattice.controller.commands import stops
+
+    return {c.describe(): c.reason for c in p.commands if stops(c)}
+
+
+def test_a_scale_down_names_the_rule_with_the_surplus() -> None:
+    _, snap = converge([ZONES], LAB)
+    fewer = app(
+        "zones",
+        comp(
+            "echo",
+            "file:///echo.wasm",
+            spread(5, rule("east", 80, zone="east"), rule("west", 20, zone="west")),
+        ),
+        version="v2",
+    )
+    p, _ = converge([fewer], snap)
+    assert stops_of(p) == {
+        "scale zones-echo to 2 on h1": "replica surplus on rule 'east' (zone=east): 8 > 4",
+        "scale zones-echo to 2 on h2": "replica surplus on rule 'east' (zone=east): 8 > 4",
+        "scale zones-echo to 1 on h3": "replica surplus on rule 'west' (zone=west): 2 > 1",
+    }
+    assert all(p.apps_of(c) == ("zones",) for c in p.commands)
+
+
+def test_a_label_change_names_the_host_and_its_labels() -> None:
+    _, snap = converge([ZONES], LAB)
+    moved = snap.with_host(
+        HostSnapshot("h3", {"zone": "north"}, snap.hosts["h3"].components, {}, NOW)
+    )
+    p, _ = converge([ZONES], moved)
+    assert stops_of(p) == {
+        "stop zones-echo on h3": "host h3 (zone=north) no longer matches rule 'east' "
+        "(zone=east) or rule 'west' (zone=west)"
+    }
+
+
+def test_a_dropped_component_and_an_undeployed_app_say_so() -> None:
+    v1 = app(
+        "d", comp("api", "file:///a.wasm", spread(2)), comp("old", "file:///o.wasm", spread(1))
+    )
+    v2 = app("d", comp("api", "file:///a.wasm", spread(2)), version="v2")
+    _, snap = converge([v1], LAB)
+    p, snap = step([v2], snap)
+    assert set(stops_of(p).values()) == {"manifest v2 of 'd' no longer has d-old"}
+    p, _ = step([], snap, retired=[v2])
+    assert set(stops_of(p).values()) == {
+        "application 'd' is not deployed, and d-api was started for it"
+    }
+
+
+def test_provider_restart_link_and_config_deletes_carry_causes() -> None:
+    v1 = kv_app("v1", "redis")
+    _, snap = converge([v1], LAB)
+    v2 = app(
+        "kv",
+        comp("counter", "file:///c.wasm", spread(2)),
+        comp("redis", "builtin://keyvalue-redis-2", spread(1), kind="capability"),
+        version="v2",
+    )
+    p, _ = converge([v2], snap, retired=[v1])
+    causes = stops_of(p)
+    restart = next(v for k, v in causes.items() if k.startswith("stop provider kv-redis"))
+    assert (
+        "runs builtin://keyvalue-redis" in restart and "wants builtin://keyvalue-redis-2" in restart
+    )
+    assert causes["delete link from kv-counter (wasi:keyvalue, default)"] == (
+        "no deployed manifest declares this link (an earlier or undeployed 'kv' did)"
+    )
+    assert causes["delete config kv-counter-conn"] == (
+        "config kv-counter-conn came from a retired manifest of 'kv'; nothing deployed uses it"
+    )
+    assert causes["stop provider kv-vault on h1"] == ("manifest v2 of 'kv' no longer has kv-vault")
+
+
+def test_a_lost_host_is_named_with_how_long_it_was_silent() -> None:
+    _, snap = converge([ZONES], LAB)
+    stale = snap.with_host(replace(snap.hosts["h1"], last_seen=NOW - 3.1))
+    p = plan([ZONES], stale, now=NOW, host_expiry=3.0)
+    assert p.lost_hosts == ("h1",)
+    assert p.losses == {"h1": "host h1 lost (not seen for 3.1 s)"}
+    assert stops_of(p) == {}  # nothing is sent to a lost host; its replicas start elsewhere

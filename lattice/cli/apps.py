@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lattice.cli.common import (
@@ -387,7 +388,8 @@ def app_history(
     timeout: Timeout = 10.0,
     output: OutputOpt = Format.table,
 ) -> None:
-    """What was put, deployed, rolled back and undeployed, oldest first.
+    """What was put, deployed, rolled back and undeployed, oldest first, and every
+    reconciliation that stopped or removed something, with each stop's cause.
 
     Example: lattice app history hello
     """
@@ -397,6 +399,10 @@ def app_history(
         return "\n".join(
             f"{datetime.datetime.fromtimestamp(h['at']).isoformat(timespec='seconds')}  "
             f"{h['action']:<15} {h.get('version') or ''}"
+            + "".join(
+                f"\n    {escape(s.get('command', ''))}: {escape(s.get('cause') or 'no cause')}"
+                for s in h.get("stopped") or []
+            )
             for h in items
         )
 

@@ -13,6 +13,8 @@ The planner returns these; one command worker alone sends them. Each command kno
   body), exactly the bodies `lattice.protocol.messages` and `links` validate, so the
   worker sends `subjects.ctl(lattice, noun, verb, target)` with that body.
 - `describe()`: one line for logs and status reasons.
+- `reason`: for what stops or deletes, the plan's cause in words (which rule, which
+  observed fact). Not part of equality; the controller records it in the app's history.
 
 Maps are typed `Mapping` and excluded from the hash, so commands can go in sets; `phase`
 is not part of equality (a test compares what a command does, not where it was put).
@@ -58,6 +60,7 @@ class ScaleComponent:
     config: tuple[str, ...] = ()
     allow_update: bool = False
     phase: Phase = field(default=Phase.SCALE_UP, compare=False)
+    reason: str = field(default="", compare=False)
 
     @property
     def key(self) -> CommandKey:
@@ -140,6 +143,7 @@ class StopProvider:
     host_id: str
     provider_id: str
     phase: Phase = field(default=Phase.STOP_PROVIDER, compare=False)
+    reason: str = field(default="", compare=False)
 
     @property
     def key(self) -> CommandKey:
@@ -199,6 +203,7 @@ class DeleteLink:
     wit_namespace: str
     wit_package: str
     name: str = "default"
+    reason: str = field(default="", compare=False)
     phase: ClassVar[Phase] = Phase.DELETE_LINK
 
     @property
@@ -241,6 +246,7 @@ class PutConfig:
 @dataclass(frozen=True)
 class DeleteConfig:
     name: str
+    reason: str = field(default="", compare=False)
     phase: ClassVar[Phase] = Phase.DELETE_CONFIG
 
     @property
@@ -264,6 +270,13 @@ Command = (
     | PutConfig
     | DeleteConfig
 )
+
+
+def stops(cmd: Command) -> bool:
+    """True for a command that stops or removes something (what the history explains)."""
+    if isinstance(cmd, ScaleComponent):
+        return cmd.phase == Phase.SCALE_DOWN
+    return isinstance(cmd, StopProvider | DeleteLink | DeleteConfig)
 
 
 def order(commands: list[Command]) -> list[Command]:

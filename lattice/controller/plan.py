@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lattice.controller import naming
 from lattice.controller.assess import Findings, assess
@@ -81,6 +81,12 @@ class Plan:
     status: Mapping[str, AppStatus]
     withheld: tuple[Command, ...] = ()  # held back by backoff; not to be run now
     lost_hosts: tuple[str, ...] = ()  # hosts treated as gone (last seen too long ago)
+    apps: Mapping[CommandKey, tuple[str, ...]] = field(default_factory=dict)  # who asked
+    losses: Mapping[str, str] = field(default_factory=dict)  # lost host → why, in words
+
+    def apps_of(self, cmd: Command) -> tuple[str, ...]:
+        """The applications a command is for (its history goes to them)."""
+        return self.apps.get(cmd.key, ())
 
     @property
     def empty(self) -> bool:
@@ -172,6 +178,9 @@ class _Planner:
             self._workload(wid, winners, wiring.available_configs)
         self._strays(owners)
         emitted, withheld = self._backoff()
+        apps: dict[CommandKey, tuple[str, ...]] = {}
+        for cmd, owners in emitted:
+            apps[cmd.key] = tuple(dict.fromkeys((*apps.get(cmd.key, ()), *(a for a, _ in owners))))
         return Plan(
             commands=tuple(order([c for c, _ in emitted])),
             status=assess(
@@ -187,7 +196,13 @@ class _Planner:
             ),
             withheld=tuple(order([c for c, _ in withheld])),
             lost_hosts=self.lost,
+            apps=apps,
+            losses={h: self._why_lost(h) for h in self.lost},
         )
+
+    def _why_lost(self, h: str) -> str:
+        host = self.observed.hosts[h]
+        return f"host {h} lost (not seen for {self.now - host.last_seen:.1f} s)"
 
     # -- ownership -------------------------------------------------------------------
 
@@ -263,6 +278,7 @@ class _Planner:
         eligible = {h: s for h, s in self.live.items() if h not in blocked and h not in held}
         placements = _place_all(winners, eligible, current)
         targets: dict[str, int] = {}
+        causes: dict[str, str] = {}
         ready = True
         for w, p in zip(winners, placements, strict=True):
             outcome = self.outcomes[(w.app, w.name)]
@@ -287,13 +303,15 @@ class _Planner:
                 )
             for h, n in p.targets.items():
                 targets[h] = max(targets.get(h, 0), n)
+            for h, why in p.causes.items():
+                causes.setdefault(h, why)
         if not ready:
             return  # nothing starts without its config; the reason says how to fix it
         owners = tuple((w.app, w.name) for w in winners)
         if kind == "component":
-            self._components(winners[0], current, targets, owners)
+            self._components(winners[0], current, targets, owners, causes)
         else:
-            self._providers(winners[0], current, targets, owners)
+            self._providers(winners[0], current, targets, owners, causes)
 
     def _current(self, wid: str, kind: str) -> dict[str, int]:
         """Host → instances of `wid` the controller started, on live hosts."""
@@ -315,16 +333,24 @@ class _Planner:
         current: Mapping[str, int],
         targets: Mapping[str, int],
         owners: tuple[Owner, ...],
+        causes: Mapping[str, str],
     ) -> None:
         ann = naming.annotations(w.app, w.config)
         for h in sorted(set(current) | set(targets)):
             inst = self.live[h].components.get(w.id)
             want, have = targets.get(h, 0), current.get(h, 0)
             cmd: Command | None = None
+            why = causes.get(h, f"{w.id} wants {want} on {h}, {have} run there")
             if want == 0:
                 assert inst is not None
                 cmd = ScaleComponent(
-                    h, inst.image_ref, w.id, 0, dict(inst.annotations), phase=Phase.SCALE_DOWN
+                    h,
+                    inst.image_ref,
+                    w.id,
+                    0,
+                    dict(inst.annotations),
+                    phase=Phase.SCALE_DOWN,
+                    reason=why,
                 )
             elif inst is None or have == 0:
                 swap = inst is not None and inst.image_ref != w.image
@@ -337,7 +363,10 @@ class _Planner:
                 elif inst.image_ref != w.image:
                     cmd = ScaleComponent(h, w.image, w.id, want, ann, w.config, True, phase)
                 elif want != have or dict(inst.annotations) != ann:
-                    cmd = ScaleComponent(h, w.image, w.id, want, ann, w.config, phase=phase)
+                    reason = why if want < have else ""
+                    cmd = ScaleComponent(
+                        h, w.image, w.id, want, ann, w.config, phase=phase, reason=reason
+                    )
             if cmd is not None:
                 self.out.append((cmd, owners))
 
@@ -347,17 +376,23 @@ class _Planner:
         current: Mapping[str, int],
         targets: Mapping[str, int],
         owners: tuple[Owner, ...],
+        causes: Mapping[str, str],
     ) -> None:
         ann = naming.annotations(w.app)
         for h in sorted(set(current) | set(targets)):
             inst = self.live[h].providers.get(w.id)
             start = StartProvider(h, w.image, w.id, w.config, ann)
             if h not in targets:
-                self.out.append((StopProvider(h, w.id), owners))
+                why = causes.get(h, f"no deployed application wants {w.id} on {h}")
+                self.out.append((StopProvider(h, w.id, reason=why), owners))
             elif inst is None:
                 self.out.append((start, owners))
             elif inst.image_ref != w.image or inst.config not in (None, w.config):
-                self.out.append((StopProvider(h, w.id, Phase.RESTART_PROVIDER), owners))
+                why = (
+                    f"{w.id} on {h} runs {inst.image_ref} with config {list(inst.config or ())}; "
+                    f"the manifest wants {w.image} with config {list(w.config)} (restart)"
+                )
+                self.out.append((StopProvider(h, w.id, Phase.RESTART_PROVIDER, why), owners))
                 self.out.append((start, owners))
 
     def _strays(self, owners: Mapping[str, list[Workload]]) -> None:
@@ -368,15 +403,29 @@ class _Planner:
                 if not naming.is_managed(comp.annotations) or comp.count == 0:
                     continue
                 if kinds.get(wid) != "component":
-                    owner = (naming.owner_app(comp.annotations) or "", wid)
+                    app = naming.owner_app(comp.annotations) or ""
                     stop = ScaleComponent(
-                        h, comp.image_ref, wid, 0, dict(comp.annotations), phase=Phase.SCALE_DOWN
+                        h,
+                        comp.image_ref,
+                        wid,
+                        0,
+                        dict(comp.annotations),
+                        phase=Phase.SCALE_DOWN,
+                        reason=self._unwanted(app, wid),
                     )
-                    self.out.append((stop, (owner,)))
+                    self.out.append((stop, ((app, wid),)))
             for wid, prov in sorted(host.providers.items()):
                 if naming.is_managed(prov.annotations) and kinds.get(wid) != "capability":
-                    owner = (naming.owner_app(prov.annotations) or "", wid)
-                    self.out.append((StopProvider(h, wid), (owner,)))
+                    app = naming.owner_app(prov.annotations) or ""
+                    stop_p = StopProvider(h, wid, reason=self._unwanted(app, wid))
+                    self.out.append((stop_p, ((app, wid),)))
+
+    def _unwanted(self, app: str, wid: str) -> str:
+        """Why a managed `wid` that no deployed app wants is stopped."""
+        spec = next((s for s in self.specs if s.name == app), None)
+        if spec is None:
+            return f"application {app!r} is not deployed, and {wid} was started for it"
+        return f"manifest {spec.version or '(unversioned)'} of {app!r} no longer has {wid}"
 
     # -- backoff ---------------------------------------------------------------------
 

@@ -23,12 +23,15 @@ rules); a provider runs once per such host.
 
 Providers run at most once per host: a spread rule asking for more hosts than it has
 gets all it has, and a reason.
+
+Every host that is to run fewer than it runs now gets a `cause` in words (which rule,
+which fact), so the stop that follows explains itself in `lattice app history`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lattice.controller import spread
 from lattice.controller.desired import Rule, Workload
@@ -43,6 +46,18 @@ class Placement:
     desired: int = 0  # instances (components) or hosts (providers) asked for
     failures: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    causes: Mapping[str, str] = field(default_factory=dict)  # host → why it runs fewer
+
+
+def _causes(
+    targets: Mapping[str, int], current: Mapping[str, int], why: Mapping[str, str]
+) -> dict[str, str]:
+    """A cause for each host that is to run fewer than now (`why`, else a default)."""
+    return {
+        h: why.get(h, f"host {h} is not eligible for it")
+        for h, n in current.items()
+        if targets.get(h, 0) < n
+    }
 
 
 def place(
@@ -50,8 +65,32 @@ def place(
 ) -> Placement:
     """Where `workload` should run on the eligible `hosts`, given `current` counts."""
     if workload.scaler.kind == "daemon":
-        return _daemon(workload, hosts)
-    return _spread(workload, hosts, current)
+        p = _daemon(workload, hosts)
+        why = _unmatched(workload, hosts, current)
+        per_host = f"the daemonscaler asks for {workload.scaler.instances} per host"
+        why.update({h: per_host for h in p.targets if h not in why})
+    else:
+        p, why = _spread(workload, hosts, current)
+    if workload.scaler.instances == 0:
+        why = {h: "the manifest asks for 0 instances" for h in current}
+    causes = _causes(p.targets, current, why)
+    return replace(p, causes=causes) if causes else p
+
+
+def _unmatched(
+    workload: Workload, hosts: Mapping[str, HostSnapshot], current: Mapping[str, int]
+) -> dict[str, str]:
+    """Why hosts that run it match none of the rules (labels, or not eligible)."""
+    rules = workload.scaler.rules
+    why: dict[str, str] = {}
+    for h in current:
+        if h not in hosts:
+            why[h] = f"host {h} is not eligible for it"
+        elif rules and not any(hosts[h].matches(r.requirements) for r in rules):
+            labels = ", ".join(f"{k}={v}" for k, v in sorted(hosts[h].labels.items()))
+            wanted = " or ".join(r.describe() for r in rules)
+            why[h] = f"host {h} ({labels or 'no labels'}) no longer matches {wanted}"
+    return why
 
 
 def _daemon(workload: Workload, hosts: Mapping[str, HostSnapshot]) -> Placement:
@@ -74,14 +113,17 @@ def _daemon(workload: Workload, hosts: Mapping[str, HostSnapshot]) -> Placement:
 
 def _spread(
     workload: Workload, hosts: Mapping[str, HostSnapshot], current: Mapping[str, int]
-) -> Placement:
+) -> tuple[Placement, dict[str, str]]:
+    """The placement, and why each host runs what it runs (for `causes`)."""
     scaler = workload.scaler
     rules = scaler.rules or (ANYWHERE,)
+    why = _unmatched(workload, hosts, current)
     if scaler.instances == 0:
-        return Placement()
+        return Placement(), why
     weights = [r.weight for r in rules]
     if sum(weights) == 0:
-        return Placement(desired=scaler.instances, failures=("the spread weights add up to 0",))
+        failure = ("the spread weights add up to 0",)
+        return Placement(desired=scaler.instances, failures=failure), why
     shares = spread.largest_remainder(scaler.instances, weights)
     active = [i for i, n in enumerate(shares) if n > 0]
     assigned: dict[int, list[str]] = {i: [] for i in active}
@@ -102,6 +144,11 @@ def _spread(
             failures.append(_no_host(rule, earlier, hosts, scaler.rules == ()))
             continue
         here = {h: current.get(h, 0) for h in mine}
+        running = (
+            sum(here.values()) if workload.kind == "component" else sum(map(bool, here.values()))
+        )
+        noun = "replica" if workload.kind == "component" else "provider host"
+        why.update({h: f"{noun} surplus on {rule.describe()}: {running} > {share}" for h in mine})
         if workload.kind == "capability":
             chosen = spread.choose_hosts(share, mine, {h for h, c in here.items() if c > 0})
             targets.update({h: 1 for h in chosen})
@@ -113,9 +160,13 @@ def _spread(
         else:
             split = spread.even if scaler.rebalance else spread.fill
             targets.update({h: n for h, n in split(share, mine, here).items() if n > 0})
-    return Placement(
+    for h in current:
+        if h in hosts and not any(h in assigned[i] for i in active):
+            why.setdefault(h, f"host {h} matches no spread rule that has a share of the instances")
+    placement = Placement(
         targets=targets, desired=scaler.instances, failures=tuple(failures), notes=tuple(notes)
     )
+    return placement, why
 
 
 def _hint(rule: Rule) -> str:

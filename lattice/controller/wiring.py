@@ -88,7 +88,11 @@ def plan_wiring(
         if ident not in want and (ident in retired_links or ident[0] in orphan_sources)
     }
     for ident, app in sorted(stale.items()):
-        commands.append((DeleteLink(*ident), ((app, ""),)))
+        if ident in retired_links:
+            why = f"no deployed manifest declares this link (an earlier or undeployed {app!r} did)"
+        else:
+            why = f"its source {ident[0]} is no longer wanted by a deployed application"
+        commands.append((DeleteLink(*ident, reason=why), ((app, ""),)))
     for ident, lk in have.items():
         if ident not in stale and ident not in final:
             final[ident] = (*lk.source_config, *lk.target_config)
@@ -97,7 +101,8 @@ def plan_wiring(
     retired_cfg = {c.name: c.app for spec in retired for c in spec.configs}
     for name, app in sorted(retired_cfg.items()):
         if name in observed.configs and name not in used:
-            commands.append((DeleteConfig(name), ((app, ""),)))
+            why = f"config {name} came from a retired manifest of {app!r}; nothing deployed uses it"
+            commands.append((DeleteConfig(name, why), ((app, ""),)))
     return Wiring(commands, problems, available)
 
 

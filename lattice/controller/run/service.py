@@ -26,6 +26,8 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from lattice.client import LatticeClient
+from lattice.controller import naming
+from lattice.controller.commands import Command, stops
 from lattice.controller.manifest import Manifest
 from lattice.controller.plan import DEFAULT_HOST_EXPIRY, Plan, plan
 from lattice.controller.run.api import Api
@@ -69,6 +71,7 @@ class Controller:
         self._statuses: dict[str, dict[str, Any]] = {}
         self._manifests: dict[tuple[str, str], Manifest] = {}
         self._status_kv: KeyValue | None = None
+        self._lost_seen: set[str] = set()  # lost hosts already written to history
         self._stop = asyncio.Event()
         self._log = log.bind(lattice=lattice, controller_id=self.id)
 
@@ -185,6 +188,7 @@ class Controller:
         # are not sent twice); status from what it is now (so "deployed" means running).
         result = plan_for(self.worker.overlay(observed))
         sent = await self.worker.run(result)
+        await self._record(result, sent)
         actual = plan_for(observed) if self.worker.inflight or sent else result
         for name, status in actual.status.items():
             await self._publish_status(name, status.to_dict())
@@ -203,7 +207,33 @@ class Controller:
                         "components": [],
                     },
                 )
-        return sent
+        return len(sent)
+
+    async def _record(self, result: Plan, sent: list[Command]) -> None:
+        """One history entry per app for a round that stopped or removed something of it
+        (with each command's cause), or whose replicas were on a host just lost."""
+        by_app: dict[str, list[dict[str, str]]] = {}
+        for cmd in sent:
+            if stops(cmd):
+                for app in result.apps_of(cmd):
+                    by_app.setdefault(app, []).append(
+                        {"command": cmd.describe(), "cause": cmd.reason}
+                    )
+        lost = set(result.lost_hosts) - self._lost_seen
+        self._lost_seen = set(result.lost_hosts)
+        losses: dict[str, list[dict[str, str]]] = {}
+        for h in sorted(lost):
+            host = self.observer.hosts.get(h)
+            for wid, inst in (*host.components.items(), *host.providers.items()) if host else ():
+                app = naming.owner_app(inst.annotations)
+                if app and naming.is_managed(inst.annotations):
+                    losses.setdefault(app, []).append(
+                        {"command": f"{wid} on {h} lost", "cause": result.losses.get(h, "")}
+                    )
+        for app in sorted(set(by_app) | set(losses)):
+            stopped = losses.get(app, []) + by_app.get(app, [])
+            await self.store.record(app, "reconcile", stopped=stopped)
+            self._log.info("reconciliation stopped something", app=app, stopped=stopped)
 
     def _manifest(self, name: str, entry: dict[str, Any]) -> Manifest:
         key = (name, entry["version"])

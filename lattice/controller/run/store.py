@@ -14,6 +14,7 @@ version) trustworthy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -187,6 +188,16 @@ class ManifestStore:
             rec.deployed = None
 
         await self._change(name, mutate)
+
+    async def record(self, name: str, action: str, **extra: Any) -> None:
+        """Add a history entry for what the controller did (e.g. `reconcile` with the
+        stops it sent and their causes); an app deleted meanwhile is skipped."""
+
+        def mutate(rec: AppRecord) -> None:
+            rec.note(action, rec.deployed, **extra)
+
+        with contextlib.suppress(StoreError):
+            await self._change(name, mutate)
 
     async def delete(self, name: str, version: str | None = None) -> None:
         """Delete one version, or the whole application (which must be undeployed)."""

@@ -9,6 +9,9 @@ the planner sees their expected effect (an optimistic overlay), and does not sen
 again. Failures, whether refused at once or reported by a `*_failed` event, are
 recorded for backoff with jitter, so a failing command is retried later, never in a
 tight loop.
+
+`on_send` hooks see every command just before it goes on the wire (the seam tests use
+to count what the controller really sends, not what a plan proposed).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Worker:
         self.rand = rand
         self.failures: dict[CommandKey, Failure] = {}
         self.inflight: dict[CommandKey, tuple[Command, float]] = {}
+        self.on_send: list[Callable[[Command], None]] = []
         self._log = log.bind(lattice=client.lattice)
 
     def overlay(self, snapshot: LatticeSnapshot) -> LatticeSnapshot:
@@ -74,13 +78,13 @@ class Worker:
         except simulate.SimulationError:
             return snapshot
 
-    async def run(self, plan: Plan) -> int:
-        """Send every command of `plan` (phase by phase); returns how many were sent.
+    async def run(self, plan: Plan) -> list[Command]:
+        """Send every command of `plan` (phase by phase); returns those sent.
 
         Stops wait until this round's starts are confirmed by their events, so moving a
         replica never drops below the desired count; if a start failed, the stops wait
         for a later round."""
-        sent = 0
+        sent: list[Command] = []
         started: list[CommandKey] = []
         for phase, commands in plan.phases():
             if phase in STOP_PHASES and started and not await self._confirmed(started):
@@ -88,7 +92,7 @@ class Worker:
                 break
             todo = [c for c in commands if c.key not in self.inflight]
             await asyncio.gather(*(self._send(c) for c in todo))
-            sent += len(todo)
+            sent += todo
             if phase in START_PHASES:
                 started += [c.key for c in todo if c.key in self.inflight]
         return sent
@@ -105,6 +109,8 @@ class Worker:
     async def _send(self, cmd: Command) -> None:
         noun, verb, target, body = cmd.request()
         subject = subjects.ctl(self.client.lattice, noun, verb, target)
+        for hook in self.on_send:
+            hook(cmd)
         settles_later = noun in ("component", "provider")
         if settles_later:  # before sending: the outcome event may beat the reply
             self.inflight[cmd.key] = (cmd, self.clock() + INFLIGHT_FOR)
