@@ -95,13 +95,28 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+def command_words(root: Any, args: list[str]) -> list[str]:
+    """The subcommand names at the start of `args` (`get hosts` of `get hosts -o json`)."""
+    words, cmd = [], root
+    for a in args:
+        sub = getattr(cmd, "commands", {}).get(a)
+        if sub is None:
+            break
+        words.append(a)
+        cmd = sub
+    return words
+
+
 def run_main(args: list[str], debug: bool) -> int:
+    root = build()
     try:
-        rv = build().main(args=args, prog_name="lattice", standalone_mode=False)
+        rv = root.main(args=args, prog_name="lattice", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except CliError as exc:
         if debug:
             traceback.print_exc()
+        if exc.code == EXIT_USAGE and exc.hint is None:
+            exc.hint = f"see `{' '.join(['lattice', *command_words(root, args)])} --help`"
         show_error(exc)
         return exc.code
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -312,7 +312,8 @@ def status_table(status: dict[str, Any]) -> Any:
     t = Table("component", "kind", "run", "where", "state", "reason", box=None, padding=(0, 1))
     t.columns[0].max_width = 18
     t.columns[0].overflow = "ellipsis"
-    t.columns[0].no_wrap = True
+    for col in t.columns[:5]:
+        col.no_wrap = True  # everything but the reason stays on one line
     t.columns[5].overflow = "fold"
     for c in status.get("components", []):
         t.add_row(
