@@ -54,6 +54,13 @@ MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0  # a provider up this long has its restart backoff reset
 
 
+def _close_stdin(proc: asyncio.subprocess.Process) -> None:
+    """Close our end of a provider's stdin: it reads EOF, which stops an SDK provider."""
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+
+
 class ProviderError(ValueError):
     """A provider reference or request that cannot be honoured."""
 
@@ -218,8 +225,16 @@ class ProviderManager:
         }
 
     async def _spawn(self, rp: RunningProvider) -> str | None:
-        """Start the process and wait for its first healthy answer; an error or None."""
-        line = base64.b64encode(json.dumps(self.host_data(rp)).encode()) + b"\n"
+        """Start the process and wait for its first healthy answer; an error or None.
+
+        Its stdin stays open after the host data line, for as long as this host runs:
+        when the host dies, however it dies, the kernel closes the pipe and the provider
+        reads EOF and stops (providers.sdk.lifetime). It runs in a session of its own, so
+        a Ctrl-C on the host's terminal does not reach it; the host stops it itself."""
+        if rp.process is not None:
+            _close_stdin(rp.process)  # the previous process of a restarted provider
+        data = {**self.host_data(rp), "host_pid": os.getpid()}
+        line = base64.b64encode(json.dumps(data).encode()) + b"\n"
         try:
             proc = await asyncio.create_subprocess_exec(
                 *rp.command,
@@ -238,9 +253,8 @@ class ProviderManager:
         try:
             proc.stdin.write(line)
             await proc.stdin.drain()
-            proc.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            pass  # it died at once; the loop below reports its last words
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT
         while loop.time() < deadline:
@@ -411,16 +425,22 @@ class ProviderManager:
                 t.cancel()
             proc = rp.process
             if proc is not None and proc.returncode is None:
+                # Bounded at every step: ask over NATS (answered at once), close stdin
+                # (EOF stops it too, should NATS not carry the request), wait for its
+                # own bounded stop, then SIGTERM, then SIGKILL.
                 with contextlib.suppress(NatsError, TimeoutError):
                     await self.nc.request(
                         self.subject(provider_id, "default.shutdown"),
                         json.dumps({"host_id": self.host_id}).encode(),
                         timeout=2,
                     )
+                _close_stdin(proc)
                 try:
                     await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
                 except TimeoutError:
                     await self._terminate(proc)
+            if proc is not None:
+                _close_stdin(proc)
             for t in rp.tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
@@ -432,14 +452,19 @@ class ProviderManager:
             return True
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM, and SIGKILL if it is still there STOP_TIMEOUT later (bounded)."""
         if proc.returncode is not None:
+            _close_stdin(proc)
             return
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
             await proc.wait()
+        _close_stdin(proc)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(pid, "host stopping") for pid in list(self.running)))

@@ -104,6 +104,9 @@ class HostData(BaseModel):
     config: dict[str, str] = Field(default_factory=dict)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    host_pid: int | None = None
+    """The pid of the host process that started this provider, so it can tell when
+    that host is gone (providers.sdk.lifetime); None when started by hand."""
 
     @field_validator("lattice", "provider_id")
     @classmethod

@@ -13,8 +13,13 @@ credentials if any) and serves
 Control requests are answered with the control envelope (lattice.protocol.envelope).
 Each call runs in its own task (nats-py runs one callback at a time per subscription).
 SIGTERM, SIGINT and `default.shutdown` stop it gracefully: answer, stop taking calls,
-let in-flight calls finish, `on_shutdown`, drain NATS, exit 0. Losing NATS for good
-exits 1; unreadable host data exits 2. Nothing here knows what a provider serves.
+let in-flight calls finish, `on_shutdown`, drain NATS, exit 0, all within one budget
+(`STOP_BUDGET`, shorter while NATS is down: nothing to drain), in any state, connecting
+and reconnecting included. A second SIGTERM/SIGINT exits at once. As its own process
+(`run`) it also stops when its host dies (`providers.sdk.lifetime`: stdin EOF, the
+parent-death signal) and cannot outlive a stop request by more than `HARD_EXIT` seconds.
+Losing NATS for good exits 1; unreadable host data exits 2. Nothing here knows what a
+provider serves.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import signal
 import sys
-from typing import Any, NoReturn
+import threading
+from collections.abc import Awaitable
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import nats
@@ -39,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lattice import logs
 from lattice.protocol import subjects
 from lattice.protocol.envelope import CtlReply, fail, ok
+from providers.sdk import lifetime
 from providers.sdk.dispatch import invoke
 from providers.sdk.hostdata import (
     HostData,
@@ -52,6 +61,14 @@ from providers.sdk.hostdata import (
 from providers.sdk.provider import LinkError, Provider
 
 CONNECT_TIMEOUT = 10.0
+STOP_BUDGET = 3.5
+"""Seconds a graceful stop may take in all (drain, in-flight calls, on_shutdown, close)."""
+STOP_BUDGET_DISCONNECTED = 1.5
+"""The same while NATS is down: no drain to wait for, replies could not leave anyway."""
+HARD_EXIT = 4.5
+"""Seconds after the first stop request at which a provider process exits regardless."""
+
+T = TypeVar("T")
 
 
 class _LinkDel(BaseModel):
@@ -120,11 +137,14 @@ def _shown(url: str) -> str:
 class Runner:
     """Connects one provider instance to the lattice and serves it until stopped."""
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: Provider, *, own_process: bool = False) -> None:
         self.provider = provider
         self.log = provider.log
         self.exit_code = 0
+        self.own_process = own_process
+        """Running as the provider's process: watch the host, enforce HARD_EXIT."""
         self._stop = asyncio.Event()
+        self._signals = 0
         self._calls: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
         self._nc: NATS | None = None
@@ -137,6 +157,8 @@ class Runner:
         if not self._stop.is_set():
             self.exit_code = exit_code
             self._stop.set()
+            if self.own_process:
+                _arm_hard_exit(HARD_EXIT, exit_code)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -145,21 +167,59 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        watch = lifetime.HostWatch(self._on_host_gone, self.provider.host_data.host_pid)
+        if self.own_process:
+            watch.start()
         try:
-            if not await self._connect():
+            connected = await self._unless_stopped(self._connect())
+            if connected is None:  # stopped while still connecting
+                await self._close_nats(0.5)
+                self.log.info("stopped before connecting", exit_code=self.exit_code)
+                return self.exit_code
+            if not connected:
                 return 1
-            await self._start()
+            await self._unless_stopped(self._start())
             await self._stop.wait()
             await self._shutdown()
         finally:
+            watch.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         return self.exit_code
 
+    async def _unless_stopped(self, aw: Awaitable[T]) -> T | None:
+        """`aw`'s result, or None (it is cancelled) if a stop request comes first, so
+        a provider that is still connecting or starting stops as promptly as one that
+        serves."""
+        task = asyncio.ensure_future(aw)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+
     def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:  # asked twice: the caller does not want to wait
+            lifetime.silence_if_orphaned()
+            with contextlib.suppress(Exception):
+                self.log.warning("second signal, exiting now", signal=sig.name)
+            os._exit(128 + int(sig))
+        self.stop(0)  # before logging: a log line to a dead host's pipe must not stop us
+        lifetime.silence_if_orphaned()
         self.log.info("signal received, stopping", signal=sig.name)
+
+    def _on_host_gone(self, reason: str) -> None:
         self.stop(0)
+        lifetime.silence_if_orphaned()
+        self.log.warning("host gone, stopping", reason=reason)
 
     async def _connect(self) -> bool:
         hd = self.provider.host_data
@@ -236,27 +296,60 @@ class Runner:
         )
 
     async def _shutdown(self) -> None:
-        p, nc = self.provider, self.nats
-        self.log.info("stopping", in_flight=len(self._calls))
-        for sub in self._subs:  # stop taking calls; those already delivered still run
+        """Stop within one budget whatever NATS is doing: stop taking calls, let the
+        in-flight ones finish while time is left (then cancel them: their callers time
+        out, which says "outcome unknown"), `on_shutdown`, drain, close. A connection
+        that is down is not drained: nothing could leave through it."""
+        p, nc = self.provider, self._nc
+        loop = asyncio.get_running_loop()
+        connected = nc is not None and nc.is_connected
+        budget = STOP_BUDGET if connected else STOP_BUDGET_DISCONNECTED
+        deadline = loop.time() + min(p.shutdown_timeout, budget)
+
+        def left(reserve: float = 0.0, least: float = 0.0) -> float:
+            return max(least, deadline - loop.time() - reserve)
+
+        self.log.info("stopping", in_flight=len(self._calls), nats_connected=connected)
+        await self._unsubscribe(connected, left(reserve=1.0, least=0.1))
+        if self._calls:
+            _, pending = await asyncio.wait(set(self._calls), timeout=left(reserve=0.8))
+            for task in pending:
+                task.cancel()
+            if pending:
+                self.log.warning("calls cancelled at stop", calls=len(pending))
+                await asyncio.wait(pending, timeout=0.2)
+        try:
+            await asyncio.wait_for(p.on_shutdown(), left(reserve=0.3, least=0.2))
+        except Exception as exc:
+            self.log.warning("on_shutdown failed", error=f"{type(exc).__name__}: {exc}")
+        if nc is not None and nc.is_connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), left(least=0.2))
+        await self._close_nats(0.5)
+        self.log.info("stopped", exit_code=self.exit_code)
+
+    async def _unsubscribe(self, connected: bool, timeout: float) -> None:
+        """Stop deliveries: drain every subscription at once (calls already delivered
+        still run) when connected, else just drop them locally."""
+
+        async def one(sub: Subscription) -> None:
             try:
-                await asyncio.wait_for(sub.drain(), p.shutdown_timeout)
+                if not connected:
+                    raise ConnectionError("not connected")
+                await sub.drain()
             except Exception:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-        if self._calls:
-            _, pending = await asyncio.wait(set(self._calls), timeout=p.shutdown_timeout)
-            for task in pending:
-                task.cancel()
-        try:
-            await asyncio.wait_for(p.on_shutdown(), p.shutdown_timeout)
-        except Exception as exc:
-            self.log.warning("on_shutdown failed", error=f"{type(exc).__name__}: {exc}")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.drain(), p.shutdown_timeout)
-        with contextlib.suppress(Exception):
-            await nc.close()
-        self.log.info("stopped", exit_code=self.exit_code)
+
+        if self._subs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(one(s) for s in self._subs)), timeout)
+
+    async def _close_nats(self, timeout: float) -> None:
+        nc = self._nc
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), timeout)
 
     @property
     def nats(self) -> NATS:
@@ -351,14 +444,35 @@ class Runner:
         self.stop(0)
 
 
-async def run_async(provider_cls: type[Provider], host_data: HostData) -> int:
-    """Run `provider_cls` until it is stopped; returns the process exit code."""
+async def run_async(
+    provider_cls: type[Provider], host_data: HostData, *, own_process: bool = False
+) -> int:
+    """Run `provider_cls` until it is stopped; returns the process exit code.
+    `own_process`: this is the provider's process (see `Runner.own_process`)."""
     provider = provider_cls(host_data)
-    return await Runner(provider).run()
+    return await Runner(provider, own_process=own_process).run()
+
+
+def _arm_hard_exit(seconds: float, code: int) -> None:
+    """Exit the process `seconds` from now if it is still here: a stop must end even if
+    a library swallows a cancellation or a close never returns."""
+
+    def exit_now() -> None:
+        lifetime.silence_if_orphaned()
+        with contextlib.suppress(Exception):
+            print(f"provider: stop took over {seconds:g}s, exiting", file=sys.stderr)
+        os._exit(code if code else 1)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 def run(provider_cls: type[Provider], stream: Any = None) -> NoReturn:
     """A provider's `__main__`: read host data from stdin (or `stream`), serve, exit."""
+    # First thing: from here on the kernel stops us when the host that forked us dies
+    # (HostWatch then checks it had not died already).
+    lifetime.set_parent_death_signal(signal.SIGTERM)
     try:
         host_data = read_host_data(stream)
         logs.configure(host_data.log_format, host_data.log_level)
@@ -369,7 +483,7 @@ def run(provider_cls: type[Provider], stream: Any = None) -> NoReturn:
         provider_id=host_data.provider_id, lattice=host_data.lattice
     )
     try:
-        code = asyncio.run(run_async(provider_cls, host_data))
+        code = asyncio.run(run_async(provider_cls, host_data, own_process=True))
     except KeyboardInterrupt:
         code = 0
     except Exception:
