@@ -10,6 +10,7 @@ BENCHES = {
     "provider": "bench.provider",
     "controller": "bench.controller",
     "http": "bench.http",
+    "deploy": "bench.deploy",
 }
 
 

@@ -9,7 +9,10 @@ as is.  Builds write to a temporary file and rename it into place while holding 
 per-artifact `flock`, so concurrent pytest processes never see half-written files
 and never build the same artifact twice.
 
-Usage:  python -m components.build      (prints one `name: path` line per artifact)
+Usage:  python -m components.build         (prints one `name: path` line per artifact)
+        python -m components.build --push  (also stores each in the lattice under its
+                                            stable name, `lattice://echo:0.1.0` …, the
+                                            names the manifests in manifests/ use)
 """
 
 from __future__ import annotations
@@ -371,13 +374,71 @@ def build_all(*, force: bool = False) -> dict[str, Path]:
     }
 
 
+EXAMPLE_VERSIONS = {None: "0.1.0", "v1": "0.1.0", "v2": "0.2.0"}
+
+
+def lattice_ref(name: str, variant: str | None = None) -> str:
+    """The stable name an example is pushed under: `lattice://hello-http:0.1.0`,
+    `lattice://echo:0.2.0` (echo v2); what every manifest in manifests/ references."""
+    spec, variant = _resolve(name, variant)
+    return f"lattice://{spec.name.replace('_', '-')}:{EXAMPLE_VERSIONS[variant]}"
+
+
+def example_refs() -> dict[str, str]:
+    """Artifact name (`echo-v1`) → stable lattice reference, for every example."""
+    return {
+        artifact_name(spec.name, variant): lattice_ref(spec.name, variant)
+        for spec in COMPONENTS.values()
+        for variant in spec.variants
+    }
+
+
+async def push_all(paths: dict[str, Path], nats_url: str, lattice: str) -> dict[str, str]:
+    """Store every built example in the lattice under its stable name; ref → digest."""
+    from lattice.artifacts import ops
+    from lattice.artifacts.fetch import FetchPolicy
+    from lattice.client import LatticeClient
+
+    refs = example_refs()
+    pushed: dict[str, str] = {}
+    client = await LatticeClient.connect(nats_url, lattice, timeout=30)
+    async with client:
+        for name, path in paths.items():
+            d = await ops.push(
+                refs[name], path, nc=client.nc, lattice=lattice, policy=FetchPolicy()
+            )
+            pushed[refs[name]] = d.digest
+    return pushed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument(
+        "--push", action="store_true", help="store each in the lattice under its stable name"
+    )
+    parser.add_argument(
+        "--nats-url", default=os.environ.get("LATTICE_NATS_URL", "nats://127.0.0.1:4222")
+    )
+    parser.add_argument("--lattice", default=os.environ.get("LATTICE_LATTICE", "default"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for name, path in build_all(force=args.force).items():
-        print(f"{name}: {path}")
+    paths = build_all(force=args.force)
+    if not args.push:
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+        return 0
+    import asyncio
+
+    from lattice.client import LatticeError
+
+    try:
+        pushed = asyncio.run(push_all(paths, args.nats_url, args.lattice))
+    except LatticeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for ref, digest in pushed.items():
+        print(f"{ref} {digest}")
     return 0
 
 

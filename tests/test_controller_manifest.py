@@ -101,7 +101,7 @@ def test_examples_say_what_they_need() -> None:
     assert link.source_id == "polyglot-caller" and link.target == "polyglot-greeter"
     kv = compile_app(load((MANIFESTS / "kvcounter.yaml").read_text()))
     assert {c.name for c in kv.configs} == {
-        "kvcounter-counter-redis-url",
+        "kvcounter-counter-counts",
         "kvcounter-httpserver-listen",
     }
 

@@ -158,11 +158,11 @@ async def test_javascript_caller_without_a_link(host, client: LatticeClient) -> 
 async def test_polyglot_manifest_deploys_and_answers(
     start_host, client: LatticeClient, nats_url: str, lattice_name: str
 ) -> None:
-    """manifests/polyglot.yaml with its placeholder images replaced by the built ones."""
+    """manifests/polyglot.yaml with its lattice:// images replaced by the built files."""
     doc = yaml.safe_load((ROOT / "manifests" / "polyglot.yaml").read_text())
     images = {"caller": build("caller_js").as_uri(), "greeter": build("greeter").as_uri()}
     for comp in doc["spec"]["components"]:
-        assert comp["properties"]["image"].startswith("file:///path/to/")
+        assert comp["properties"]["image"].startswith("lattice://")
         comp["properties"]["image"] = images[comp["name"]]
     for _ in range(2):
         await start_host(heartbeat_interval=0.5)
