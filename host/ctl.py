@@ -26,9 +26,16 @@ from typing import TYPE_CHECKING
 import structlog
 from nats.aio.msg import Msg
 
+from host.providers import ProviderError
 from lattice.protocol import envelope, subjects
 from lattice.protocol.envelope import CtlReply
-from lattice.protocol.links import LinkDelRequest, LinkPutRequest, NamedConfig, config_key
+from lattice.protocol.links import (
+    LinkDelRequest,
+    LinkPutRequest,
+    LinkResolveRequest,
+    NamedConfig,
+    config_key,
+)
 from lattice.protocol.messages import (
     ComponentAuctionAck,
     ComponentAuctionRequest,
@@ -233,7 +240,7 @@ class ControlInterface:
     async def link_put(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(LinkPutRequest, data)
         try:
-            link = await self.host.state.put_link(req)
+            link = await self.host.state.put_link(req, prepare=self.host.providers.prepare_link)
         except StateError as exc:
             await self.host.publish_event(
                 "linkdef_set_failed", {**req.model_dump(exclude={"replace"}), "error": str(exc)}
@@ -255,6 +262,15 @@ class ControlInterface:
 
     async def link_get(self, data: bytes, target: str | None) -> CtlReply:
         return envelope.ok(self.host.state.links_json())
+
+    async def link_resolve(self, data: bytes, target: str | None) -> CtlReply:
+        """A provider of this host was called over a link it does not hold (hand-off)."""
+        req = parse(LinkResolveRequest, data)
+        try:
+            link = await self.host.providers.resolve_link(req)
+        except ProviderError as exc:
+            return envelope.fail(str(exc))
+        return envelope.ok({"link": link})
 
     async def config_put(self, data: bytes, target: str | None) -> CtlReply:
         assert target is not None
@@ -310,6 +326,7 @@ ROUTES: dict[str, Route] = {
     "link.put": Route(Scope.LATTICE, ControlInterface.link_put),
     "link.del": Route(Scope.LATTICE, ControlInterface.link_del),
     "link.get": Route(Scope.LATTICE, ControlInterface.link_get),
+    "link.resolve": Route(Scope.HOST, ControlInterface.link_resolve),
     "config.put": Route(Scope.NAMED, ControlInterface.config_put),
     "config.get": Route(Scope.NAMED, ControlInterface.config_get),
     "config.del": Route(Scope.NAMED, ControlInterface.config_del),

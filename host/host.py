@@ -127,6 +127,7 @@ class Host:
             links=self.state.links,
             link_name=self.link_name,
             component_config=self.component_config,
+            fetch_link=self.state.fetch_link,
         )
         self.components = ComponentManager(
             nc=self.nc,

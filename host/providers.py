@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from host.components import PublishEvent
+from lattice.protocol import handoff
 from lattice.protocol.envelope import CtlReply
-from lattice.protocol.links import Link, merge_config
+from lattice.protocol.links import Link, LinkResolveRequest, NamedConfig, merge_config
 from lattice.protocol.messages import StartProviderRequest
 from lattice.state import LatticeState
 
@@ -50,6 +52,7 @@ BUILTIN = {
 }
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+PREPARE_TIMEOUT = 2.0  # link.put waits this long for the new target to hold the link
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0  # a provider up this long has its restart backoff reset
 
@@ -87,11 +90,17 @@ def provider_command(ref: str) -> list[str]:
     )
 
 
-def link_message(link: Link, state: LatticeState, provider_id: str) -> dict[str, Any]:
-    """A link as `provider_id` receives it: config resolved, secrets apart, and the
-    target's secrets only when it is the target."""
-    source_public, _ = merge_config(link.source_config, state.configs)
-    target_public, target_secrets = merge_config(link.target_config, state.configs)
+def link_message(
+    link: Link,
+    state: LatticeState,
+    provider_id: str,
+    configs: Mapping[str, NamedConfig] | None = None,
+) -> dict[str, Any]:
+    """A link as `provider_id` receives it: config resolved (from `configs`, else the
+    watched copy), secrets apart, and the target's secrets only when it is the target."""
+    known = state.configs if configs is None else configs
+    source_public, _ = merge_config(link.source_config, known)
+    target_public, target_secrets = merge_config(link.target_config, known)
     return {
         "source_id": link.source_id,
         "target": link.target,
@@ -102,6 +111,17 @@ def link_message(link: Link, state: LatticeState, provider_id: str) -> dict[str,
         "source_config": source_public,
         "target_config": target_public,
         "target_secrets": target_secrets if provider_id == link.target else {},
+    }
+
+
+def link_identity_message(link: Link) -> dict[str, Any]:
+    """What `linkdefs.del` carries: the link's identity, no config."""
+    return {
+        "source_id": link.source_id,
+        "target": link.target,
+        "name": link.name,
+        "wit_namespace": link.wit_namespace,
+        "wit_package": link.wit_package,
     }
 
 
@@ -366,22 +386,53 @@ class ProviderManager:
     # -- links and config -----------------------------------------------------
 
     async def _on_link_change(self, old: Link | None, new: Link | None) -> None:
-        """Tell every provider here that is a party to the link (as target or as source)."""
-        before = {p for p in (old.target, old.source_id) if p in self.running} if old else set()
-        after = {p for p in (new.target, new.source_id) if p in self.running} if new else set()
-        if old is not None:
-            gone = {
-                "source_id": old.source_id,
-                "target": old.target,
-                "name": old.name,
-                "wit_namespace": old.wit_namespace,
-                "wit_package": old.wit_package,
-            }
-            for pid in before - after:
-                await self._send(pid, "linkdefs.del", gone)
-        if new is not None:
-            for pid in after:
-                await self._send(pid, "linkdefs.put", link_message(new, self.state, pid))
+        """Tell every provider here that is a party to the link (as target or as source);
+        the order and the drain are docs/protocol.md's link hand-off."""
+        for notice in handoff.notices(old, new, self.running):
+            if notice.verb is handoff.Verb.PUT:
+                body = link_message(notice.link, self.state, notice.provider_id)
+                await self._send(notice.provider_id, "linkdefs.put", body)
+            else:
+                await self._send(
+                    notice.provider_id, "linkdefs.del", link_identity_message(notice.link)
+                )
+
+    async def prepare_link(self, link: Link) -> None:
+        """Hand-off step 2: the new target holds the link before it is stored, so no
+        source can route to a target that does not know it yet. Every running instance
+        of the target hears this; the first answer is enough (the others catch up on
+        their own, or resolve the link when a call finds them first)."""
+        body = json.dumps(link_message(link, self.state, link.target)).encode()
+        try:
+            msg = await self.nc.request(
+                self.subject(link.target, "linkdefs.put"), body, timeout=PREPARE_TIMEOUT
+            )
+        except NoRespondersError:
+            return  # no provider of that id runs (a component target, or not started yet)
+        except (NatsError, TimeoutError) as exc:
+            self._log.warning(
+                "link prepare got no answer",
+                target=link.target,
+                source_id=link.source_id,
+                error=str(exc) or type(exc).__name__,
+            )
+            return
+        with contextlib.suppress(ValueError):
+            reply = CtlReply.from_bytes(msg.data)
+            if not reply.success:
+                self._log.warning("provider refused link", target=link.target, error=reply.message)
+
+    async def resolve_link(self, req: LinkResolveRequest) -> dict[str, Any] | None:
+        """A provider here asks for a link it was called over but does not hold: read it
+        from the bucket itself (the watched copy may lag), with its config likewise."""
+        if req.provider_id not in self.running:
+            raise ProviderError(f"provider {req.provider_id} does not run on this host")
+        link = await self.state.fetch_link(req.identity)
+        if link is None or req.provider_id not in (link.target, link.source_id):
+            return None
+        configs = dict(self.state.configs)
+        configs.update(await self.state.fetch_configs([*link.source_config, *link.target_config]))
+        return link_message(link, self.state, req.provider_id, configs)
 
     async def _on_config_change(self, name: str, _cfg: object) -> None:
         for link in list(self.state.links.values()):

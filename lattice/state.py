@@ -31,11 +31,13 @@ from lattice.protocol.links import (
     NamedConfig,
     check_put,
     config_key,
+    link_key,
 )
 
 log = structlog.get_logger("lattice.state")
 
 LinkListener = Callable[[Link | None, Link | None], Awaitable[None]]
+LinkPrepare = Callable[[Link], Awaitable[None]]
 ConfigListener = Callable[[str, NamedConfig | None], Awaitable[None]]
 
 
@@ -229,7 +231,9 @@ class LatticeState:
 
     # -- writes ---------------------------------------------------------------
 
-    async def put_link(self, req: LinkPutRequest) -> Link:
+    async def put_link(self, req: LinkPutRequest, prepare: LinkPrepare | None = None) -> Link:
+        """Store a link; `prepare` runs after the checks and before the write, so the new
+        target can hold the link before any source routes to it (docs/protocol.md)."""
         kv = self._links_kv
         assert kv is not None
         link = Link.model_validate(req.model_dump(exclude={"replace"}))
@@ -244,6 +248,9 @@ class LatticeState:
             refusal = check_put(req, existing, self.configs)
             if refusal is not None:
                 raise StateError(refusal)
+            if prepare is not None:
+                await prepare(link)
+                prepare = None  # once, even if the write must be tried again
             try:
                 if revision is None:
                     new_rev = await kv.create(link.key, body)
@@ -294,6 +301,39 @@ class LatticeState:
         with contextlib.suppress(TimeoutError):
             await self._wait_until(lambda: name not in self.configs)
         return True
+
+    # -- fresh reads (the bucket itself, not the watched copy) ---------------------
+
+    async def fetch_link(self, ident: Identity) -> Link | None:
+        """The link as the bucket holds it now. The watched copy may lag behind (a host
+        reconnecting, a change a moment ago); a caller that must not guess reads this."""
+        kv = self._links_kv
+        assert kv is not None
+        try:
+            entry = await kv.get(link_key(*ident))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        try:
+            return Link.model_validate_json(entry.value)
+        except ValueError:
+            return None
+
+    async def fetch_configs(self, names: list[str]) -> dict[str, NamedConfig]:
+        """Named configs as the bucket holds them now (missing ones left out)."""
+        kv = self._config_kv
+        assert kv is not None
+        out: dict[str, NamedConfig] = {}
+        for name in names:
+            try:
+                entry = await kv.get(config_key(name))
+            except (KeyNotFoundError, ValueError):
+                continue
+            if entry.value:
+                with contextlib.suppress(ValueError):
+                    out[name] = NamedConfig.model_validate_json(entry.value)
+        return out
 
     def config(self, name: str) -> NamedConfig | None:
         return self.configs.get(name)

@@ -193,6 +193,7 @@ async def mp(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
         nats_url=nats_url,
         provider_id=PROVIDER,
         host_id="NTESTHOST",
+        link_drain_seconds=0.2,
         link_definitions=[
             source_link("comp-a", "t1.a,t1.b.*", name="default"),
             consumer_link("comp-c"),
@@ -410,7 +411,7 @@ async def test_consumer_publish(mp: Harness) -> None:
     assert exc.value.kind == ErrorKind.BAD_ARGUMENT
     with pytest.raises(InvocationError) as exc:
         await mp.call(PUBLISH, [msg], source="unlinked")
-    assert exc.value.kind == ErrorKind.UNAVAILABLE
+    assert exc.value.kind == ErrorKind.NOT_LINKED
 
 
 async def test_consumer_request(mp: Harness) -> None:
@@ -485,7 +486,11 @@ async def test_other_server_health_and_recovery(mp: Harness) -> None:
             {"source_id": "comp-far", "target": PROVIDER}
             | {"wit_namespace": "wasmcloud", "wit_package": "messaging"},
         )
-        health = await mp.health()
+        for _ in range(50):  # the target link drains first (link hand-off)
+            health = await mp.health()
+            if "1 nats connection(s)" in health["message"]:
+                break
+            await asyncio.sleep(0.1)
         assert health["healthy"] and "1 nats connection(s)" in health["message"]
     finally:
         await onc.close()

@@ -218,11 +218,12 @@ async def test_every_failure_is_a_typed_reply(toy: Toy) -> None:
 
 
 async def test_calls_need_a_link(toy: Toy) -> None:
+    # no such link: `not-linked`, the hand-off's promise that nothing was done
     kind, msg = failure(await call(toy, "example:toy/api.echo", ["x"], source="stranger"))
-    assert kind == "unavailable"
+    assert kind == "not-linked" and "nothing was done" in msg
     assert "'stranger'" in msg and "'default'" in msg and "'toy'" in msg
     kind, msg = failure(await call(toy, "example:toy/api.echo", ["x"], name="other"))
-    assert kind == "unavailable" and "'other'" in msg
+    assert kind == "not-linked" and "'other'" in msg
     kind, msg = failure(await call(toy, "example:toy/api.echo", ["x"], source=None))
     assert kind == "unavailable" and "source-id" in msg
 
@@ -244,7 +245,10 @@ async def test_link_table(toy: Toy) -> None:
         await call(toy, "example:toy/api.echo", ["x"], source="comp-f", name="second")
     )
     assert kind == "unavailable" and "backend refused: nope" in msg
-    assert await toy.remove_link(other.key) == other
+    toy.link_drain_seconds = 0.05
+    assert await toy.remove_link(other.key) == other  # draining: still in force
+    assert (await call(toy, "example:toy/api.echo", ["x"], name="second"))[1]["link"] == "second"
+    await toy.drained()
     assert await toy.remove_link(other.key) is None
 
 
@@ -284,6 +288,7 @@ async def test_example_memory_kv(
         host_id="NHOST",
         link_definitions=[kv_link("comp-a"), kv_link("comp-b")],
         log_format="console",
+        link_drain_seconds=0.3,
     )
     proc = ProviderProcess("providers.examples.memory_kv", hd, tmp_path / "memkv.log")
     await proc.start()
@@ -314,9 +319,13 @@ async def test_example_memory_kv(
         assert await kv("get", "", "x", source="comp-c") == {"ok": None}
         del_body = {"source_id": "comp-b", "wit_namespace": "wasi", "wit_package": "keyvalue"}
         assert (await control(nc, f"{ctl}.linkdefs.del", del_body)).success
+        # draining: calls routed before the delete are still served …
+        assert await kv("get", "", "greeting", source="comp-b") == {"ok": None}
+        await asyncio.sleep(0.6)
+        # … then the link is gone: `not-linked` (no host here to resolve it from)
         with pytest.raises(InvocationError) as info:
             await kv("get", "", "greeting", source="comp-b")
-        assert info.value.kind == ErrorKind.UNAVAILABLE
+        assert info.value.kind == ErrorKind.NOT_LINKED
         health = await control(nc, f"{ctl}.health", {})
         assert health.response == {"healthy": True, "message": "2 link(s)"}
     finally:

@@ -13,7 +13,11 @@ the identifier and hands the guest a handle; methods on the handle are forwarded
 the identifier as their first argument (docs/protocol.md).
 
 Failures are never a hang. No link, or a target nobody serves, fails at once; a silent
-target fails after the component's deadline. A function whose result is
+target fails after the component's deadline. A target that answers `not-linked` (it
+holds no such link and did nothing), or a target gone, makes the bridge read the link
+from the bucket itself and send the call where it now points: the link hand-off of
+docs/protocol.md. Nothing else is re-sent, since increments, sets and publishes are not
+idempotent and any other outcome may have been applied. A function whose result is
 `result<_, E>` with E a string or a variant with an `other(string)` case gets an
 `err` naming the component, interface and link name; any other function traps with
 that message. Host functions raise only `WasmtimeError` (wasmtime-py keeps other
@@ -28,7 +32,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +53,12 @@ from host.runtime import services
 from host.runtime.pool import blocked
 from host.wasi.layer import HOST_PREFIXES
 from lattice import codec
+from lattice.protocol import handoff
 from lattice.protocol.invocation import (
     ERROR_HEADER,
     LINK_NAME_HEADER,
     SOURCE_HEADER,
+    ErrorKind,
     InvocationError,
 )
 from lattice.protocol.links import Identity, Link, find_link
@@ -180,8 +186,10 @@ class ImportBridge:
         links: Mapping[Identity, Link],
         link_name: Callable[[str, str, str], str],
         component_config: services.ComponentConfig | None = None,
+        fetch_link: Callable[[Identity], Awaitable[Link | None]] | None = None,
     ) -> None:
         self.nc = nc
+        self.fetch_link = fetch_link
         self.loop = loop
         self.lattice = lattice
         self.links = links
@@ -334,10 +342,13 @@ class ImportBridge:
         timeout_ms: int,
     ) -> Any:
         name = self.link_name(component_id, iface.namespace, iface.package)
+        ident: Identity = (component_id, iface.namespace, iface.package, name)
         link = find_link(
             self.links, component_id, iface.namespace, iface.package, iface.interface, name
         )
         where = f"component {component_id} import {iface.short} (link name {name!r})"
+        if link is None:
+            link = self._fresh(ident, iface.interface, timeout_ms)  # the copy may lag
         if link is None:
             raise ImportFailure(
                 f"{where}: no link; add one with `lattice link put {component_id} <target> "
@@ -345,30 +356,76 @@ class ImportBridge:
                 + ("" if name == "default" else f" --name {name}")
                 + "`"
             )
-        subject = f"{self.lattice}.{link.target}.rpc.{operation}"
         headers = {SOURCE_HEADER: component_id, LINK_NAME_HEADER: name}
-        timeout = timeout_ms / 1000
+        payload = codec.pack(wire_args)
+        deadline = time.monotonic() + timeout_ms / 1000
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            target = link.target
+            try:
+                msg = self._request(
+                    f"{self.lattice}.{target}.rpc.{operation}", payload, headers, remaining
+                )
+                miss = None
+            except nats.errors.NoRespondersError:
+                msg, miss = None, handoff.Miss.NO_RESPONDERS
+            except (nats.errors.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
+                raise ImportFailure(
+                    f"{where}: target {target} did not answer {operation} within "
+                    f"{timeout_ms / 1000:g}s (the outcome is unknown)"
+                ) from None
+            except nats.errors.Error as exc:
+                raise ImportFailure(f"{where}: {operation} failed: {exc}") from None
+            if msg is not None:
+                body = codec.unpack(msg.data)
+                kind = (msg.headers or {}).get(ERROR_HEADER)
+                if kind is None:
+                    return body
+                err = InvocationError.from_body(body, kind)
+                if err.kind is not ErrorKind.NOT_LINKED:
+                    raise ImportFailure(f"{where}: {target} failed {operation}: {err}")
+                miss = handoff.Miss.NOT_LINKED
+            # Not applied (docs/protocol.md, link hand-off): look at the link as the bucket
+            # holds it now, and send again where it says. Nothing else is ever re-sent.
+            assert miss is not None
+            fresh = self._fresh(ident, iface.interface, timeout_ms)
+            step = handoff.after_miss(
+                target, miss, fresh, iface.interface, attempt, deadline - time.monotonic()
+            )
+            if isinstance(step, handoff.Fail):
+                raise ImportFailure(f"{where}: {operation}: {step.reason}")
+            if step.wait:
+                with blocked():
+                    time.sleep(step.wait)
+            link = step.link
+
+    def _request(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+    ) -> Any:
+        """One NATS request from a worker thread, on the host's loop."""
+        if timeout <= 0:
+            raise TimeoutError
         fut = asyncio.run_coroutine_threadsafe(
-            self.nc.request(subject, codec.pack(wire_args), timeout=timeout, headers=headers),
-            self.loop,
+            self.nc.request(subject, payload, timeout=timeout, headers=headers), self.loop
         )
         try:
             with blocked():
-                msg = fut.result(timeout + 1)
-        except nats.errors.NoRespondersError:
-            raise ImportFailure(
-                f"{where}: target {link.target} is not running (nobody answers {operation})"
-            ) from None
-        except (nats.errors.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
+                return fut.result(timeout + 1)
+        except BaseException:
             fut.cancel()
-            raise ImportFailure(
-                f"{where}: target {link.target} did not answer {operation} within {timeout:g}s"
-            ) from None
-        except nats.errors.Error as exc:
-            raise ImportFailure(f"{where}: {operation} failed: {exc}") from None
-        body = codec.unpack(msg.data)
-        kind = (msg.headers or {}).get(ERROR_HEADER)
-        if kind is not None:
-            err = InvocationError.from_body(body, kind)
-            raise ImportFailure(f"{where}: {link.target} failed {operation}: {err}")
-        return body
+            raise
+
+    def _fresh(self, ident: Identity, interface: str, timeout_ms: int) -> Link | None:
+        """The link as the lattice's bucket holds it now (None: no such link)."""
+        if self.fetch_link is None:
+            return None
+        fut = asyncio.run_coroutine_threadsafe(self.fetch_link(ident), self.loop)
+        try:
+            with blocked():
+                link = fut.result(max(timeout_ms / 1000, 1.0))
+        except Exception:
+            fut.cancel()
+            return None
+        return link if link is not None and interface in link.interfaces else None

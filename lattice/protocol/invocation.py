@@ -28,6 +28,7 @@ class ErrorKind(StrEnum):
     RESOURCE_LIMIT = "resource-limit"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    NOT_LINKED = "not-linked"  # the target holds no such link and applied nothing
 
 
 @dataclass(frozen=True, slots=True)

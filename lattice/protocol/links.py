@@ -99,6 +99,33 @@ class LinkDelRequest(BaseModel):
         return link_key(self.source_id, self.wit_namespace, self.wit_package, self.name)
 
 
+class LinkResolveRequest(BaseModel):
+    """A provider asks its host for a link it was called over but does not hold
+    (`link.resolve.{host_id}`, docs/protocol.md "Link hand-off")."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    provider_id: str
+    source_id: str
+    wit_namespace: str
+    wit_package: str
+    name: str = "default"
+
+    @field_validator("provider_id", "source_id", "name")
+    @classmethod
+    def _ids(cls, v: str, info: object) -> str:
+        return _token(v, getattr(info, "field_name", "id"))
+
+    @field_validator("wit_namespace", "wit_package")
+    @classmethod
+    def _wit(cls, v: str, info: object) -> str:
+        return _wit_name(v, getattr(info, "field_name", "name"))
+
+    @property
+    def identity(self) -> Identity:
+        return (self.source_id, self.wit_namespace, self.wit_package, self.name)
+
+
 def link_key(source_id: str, namespace: str, package: str, name: str) -> str:
     """A JetStream KV key for a link identity (KV keys allow only [-/_=.a-zA-Z0-9])."""
     raw = json.dumps([source_id, namespace, package, name], separators=(",", ":")).encode()

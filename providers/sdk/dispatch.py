@@ -3,9 +3,11 @@
 `invoke` finds the operation, the link (from the `source-id` and `link-name` headers),
 decodes the msgpack arguments, runs the handler under the provider's call timeout and
 encodes the result. Every failure becomes an error reply (header `lattice-error` and
-msgpack `{"kind", "message"}`): unknown operation -> `unknown-function`, no link ->
+msgpack `{"kind", "message"}`): unknown operation -> `unknown-function`, a link that failed ->
 `unavailable`, bad msgpack or argument count -> `bad-argument`, a handler's
 `InvocationError` as raised, a timeout -> `timeout`, any other exception -> `internal`.
+A link the provider does not hold is first asked for (the hand-off in docs/protocol.md);
+still none -> `not-linked`, a promise that nothing was done.
 Nothing here raises (except cancellation) and nothing touches NATS.
 """
 
@@ -97,6 +99,15 @@ async def invoke(
     return ({HOST_HEADER: provider.host_id} if headers else None), body
 
 
+def _not_linked(provider: Provider, source: str, link_name: str, op_name: str) -> InvocationError:
+    """The hand-off's `not-linked`: nothing was done, so the caller may send it again."""
+    return InvocationError(
+        ErrorKind.NOT_LINKED,
+        f"no link from source {source!r} (link name {link_name!r}) to provider "
+        f"{provider.provider_id!r} for {op_name}; nothing was done",
+    )
+
+
 async def _call(provider: Provider, op_name: str, source: str, link_name: str, data: bytes) -> Any:
     op = provider.operations.get(op_name)
     if op is None:
@@ -112,17 +123,23 @@ async def _call(provider: Provider, op_name: str, source: str, link_name: str, d
             f"{provider.provider_id} serves linked components only",
         )
     link = provider.find_link(source, link_name, op_name)
+    if link is None:  # perhaps the hand-off's prepare has not reached us yet: ask
+        link = await provider.resolve_missing(source, link_name, op_name)
     if link is None:
         why = provider.link_failure(source, link_name)
-        detail = f"the link failed: {why}" if why else "no such link"
-        raise InvocationError(
-            ErrorKind.UNAVAILABLE,
-            f"no link from source {source!r} (link name {link_name!r}) to provider "
-            f"{provider.provider_id!r} for {op_name}: {detail}",
-        )
+        if why:
+            raise InvocationError(
+                ErrorKind.UNAVAILABLE,
+                f"no link from source {source!r} (link name {link_name!r}) to provider "
+                f"{provider.provider_id!r} for {op_name}: the link failed: {why}",
+            )
+        raise _not_linked(provider, source, link_name, op_name)
     args = _args(op, data)
     try:
-        return await asyncio.wait_for(op.handler(link, args), provider.call_timeout)
+        async with provider.calling(link) as current:
+            if current is None:  # drained or replaced while the call waited
+                raise _not_linked(provider, source, link_name, op_name)
+            return await asyncio.wait_for(op.handler(current, args), provider.call_timeout)
     except InvocationError:
         raise
     except TimeoutError:

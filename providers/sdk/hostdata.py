@@ -107,6 +107,9 @@ class HostData(BaseModel):
     host_pid: int | None = None
     """The pid of the host process that started this provider, so it can tell when
     that host is gone (providers.sdk.lifetime); None when started by hand."""
+    link_drain_seconds: float | None = Field(default=None, ge=0, le=300)
+    """How long a deleted or replaced link keeps serving calls routed to it (the link
+    hand-off, docs/protocol.md); None: the provider's own default."""
 
     @field_validator("lattice", "provider_id")
     @classmethod

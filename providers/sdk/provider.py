@@ -21,6 +21,8 @@ What it never does: touch NATS subjects, decode messages or catch handler except
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,6 +35,9 @@ from providers.sdk.hostdata import HostData, Link, LinkKey
 
 Handler = Callable[[Link, list[Any]], Awaitable[Any]]
 """`async def handler(link, args) -> wire value` (anything `lattice.codec.pack` takes)."""
+
+Resolver = Callable[[LinkKey], Awaitable[Link | None]]
+"""`async def resolver(key) -> Link | None`: the link as the lattice holds it now."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -85,6 +90,8 @@ class Provider:
     """Seconds `health()` may take before the provider reports itself unhealthy."""
     shutdown_timeout: float = 10.0
     """Seconds to wait for in-flight calls, then for `on_shutdown`, when stopping."""
+    link_drain_seconds: float = 5.0
+    """Seconds a deleted or replaced link keeps serving calls routed to it (hand-off)."""
 
     def __init__(self, host_data: HostData) -> None:
         self.host_data = host_data
@@ -97,6 +104,16 @@ class Provider:
         self._failed: dict[LinkKey, str] = {}
         self._ops: dict[str, Operation] = {}
         self._nc: NATS | None = None
+        if host_data.link_drain_seconds is not None:
+            self.link_drain_seconds = host_data.link_drain_seconds
+        self._inflight: dict[LinkKey, int] = {}
+        self._idle: dict[LinkKey, asyncio.Event] = {}
+        self._gates: dict[LinkKey, asyncio.Event] = {}
+        self._draining: dict[LinkKey, asyncio.Task[None]] = {}
+        self._link_locks: dict[LinkKey, asyncio.Lock] = {}
+        self._resolving: dict[LinkKey, asyncio.Future[None]] = {}
+        self.resolver: Resolver | None = None
+        """Asks the host for a link by key (set by the runner); None: nobody to ask."""
         for attr in dir(type(self)):
             mark = getattr(getattr(type(self), attr, None), _MARK, None)
             if mark is not None:
@@ -164,13 +181,50 @@ class Provider:
                 return reason
         return None
 
+    # The hand-off (docs/protocol.md): a link being replaced or deleted keeps serving the
+    # calls routed to it. A changed link waits for the calls in flight over the old one
+    # (new calls queue behind the change), then runs on_link_del(old) and
+    # on_link_put(new), so a backend client is never closed under a call. A deleted link
+    # stays in force for `link_drain_seconds`, then takes no new call, and is released
+    # once its last call has finished.
+
+    def calling(self, link: Link) -> _CallSlot:
+        """`async with provider.calling(link) as current:` holds `link`'s key while a call
+        runs over it; `current` is the link in force once any change under way is done
+        (None if it went away meanwhile)."""
+        return _CallSlot(self, link.key)
+
+    def _enter_call(self, key: LinkKey) -> None:
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+
+    def _leave_call(self, key: LinkKey) -> None:
+        left = self._inflight[key] - 1
+        if left:
+            self._inflight[key] = left
+            return
+        del self._inflight[key]
+        idle = self._idle.pop(key, None)
+        if idle is not None:
+            idle.set()
+
+    async def _until_idle(self, key: LinkKey) -> None:
+        """Wait (bounded by the call timeout) until no call runs over `key`."""
+        if not self._inflight.get(key):
+            return
+        idle = self._idle.setdefault(key, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(idle.wait(), self.call_timeout)
+
+    def _key_lock(self, key: LinkKey) -> asyncio.Lock:
+        return self._link_locks.setdefault(key, asyncio.Lock())
+
     async def add_link(self, link: Link) -> None:
         """Put a link in force (called by the runner): runs `on_link_put`.
 
-        A link with the same key and the same content is a no-op; a changed one is
-        removed (`on_link_del`) and then put. Raises `LinkError` when refused. A link
-        whose source is this provider (and whose target is not) goes to
-        `on_source_link_put` instead, with the same rules.
+        A link with the same key and the same content is a no-op (and ends a drain under
+        way); a changed one is swapped as the hand-off above says. Raises `LinkError`
+        when refused. A link whose source is this provider (and whose target is not) goes
+        to `on_source_link_put` instead.
         """
         if link.target != self.provider_id:
             if link.source_id == self.provider_id:
@@ -180,11 +234,27 @@ class Provider:
                 f"link {link.source_id}/{link.name} targets {link.target!r}, "
                 f"not this provider ({self.provider_id!r})"
             )
-        old = self._links.get(link.key)
-        if old == link:
-            return
-        if old is not None:
-            await self.remove_link(link.key)
+        key = link.key
+        async with self._key_lock(key):
+            drain = self._draining.pop(key, None)
+            if drain is not None:
+                drain.cancel()
+            old = self._links.get(key)
+            if old == link:
+                return
+            gate = asyncio.Event()
+            self._gates[key] = gate
+            try:
+                if old is not None:
+                    await self._until_idle(key)
+                    del self._links[key]
+                    await self._released(old)
+                await self._put(link)
+            finally:
+                del self._gates[key]
+                gate.set()
+
+    async def _put(self, link: Link) -> None:
         try:
             await self.on_link_put(link)
         except Exception as exc:
@@ -196,21 +266,77 @@ class Provider:
         self._links[link.key] = link
         self.log.info("link put", **link.describe())
 
-    async def remove_link(self, key: LinkKey) -> Link | None:
-        """Take a link out of force (called by the runner): runs `on_link_del`.
-
-        Returns the removed link, or None when there was none (not an error).
-        """
-        self._failed.pop(key, None)
-        link = self._links.pop(key, None)
-        if link is None:
-            return await self._remove_source_link(key)
+    async def _released(self, link: Link) -> None:
         try:
             await self.on_link_del(link)
         except Exception as exc:
             self.log.warning("on_link_del failed", **link.describe(), error=str(exc))
-        self.log.info("link deleted", **link.describe())
+
+    async def remove_link(self, key: LinkKey) -> Link | None:
+        """Take a link out of force (called by the runner): it drains first, then
+        `on_link_del` runs. Returns the link, or None when there was none (not an error).
+        """
+        self._failed.pop(key, None)
+        link = self._links.get(key)
+        if link is None:
+            return await self._remove_source_link(key)
+        if key not in self._draining:
+            self._draining[key] = asyncio.create_task(self._drain(key, link))
+            self.log.info("link draining", **link.describe(), seconds=self.link_drain_seconds)
         return link
+
+    async def _drain(self, key: LinkKey, link: Link) -> None:
+        me = asyncio.current_task()
+        try:
+            await asyncio.sleep(self.link_drain_seconds)
+            async with self._key_lock(key):
+                if self._draining.get(key) is not me or self._links.get(key) != link:
+                    return  # put back in force meanwhile
+                del self._links[key]  # new calls now find no link: `not-linked`
+                await self._until_idle(key)
+                await self._released(link)
+                self.log.info("link deleted", **link.describe())
+        finally:
+            if self._draining.get(key) is me:
+                del self._draining[key]
+
+    async def drained(self) -> None:
+        """Wait until every link being drained has been released (tests, shutdown)."""
+        while self._draining:
+            await asyncio.gather(*list(self._draining.values()), return_exceptions=True)
+
+    def stop_draining(self) -> None:
+        """Stopping: links being drained are left for `on_shutdown` to close."""
+        for task in self._draining.values():
+            task.cancel()
+        self._draining.clear()
+
+    async def resolve_missing(self, source_id: str, name: str, op: str) -> Link | None:
+        """A call came over a link this provider does not hold: ask the host (which reads
+        the lattice's bucket) and put the link in force if it names us. Concurrent calls
+        over the same missing link share one question."""
+        wit = split_operation(op)
+        if wit is None or self.resolver is None:
+            return None
+        key = LinkKey(source_id, name, *wit)
+        pending = self._resolving.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve(key))
+            self._resolving[key] = pending
+            pending.add_done_callback(lambda _f: self._resolving.pop(key, None))
+        await asyncio.shield(pending)
+        return self.find_link(source_id, name, op)
+
+    async def _resolve(self, key: LinkKey) -> None:
+        assert self.resolver is not None
+        try:
+            link = await self.resolver(key)
+        except Exception as exc:
+            self.log.warning("could not resolve link", source_id=key.source_id, error=str(exc))
+            return
+        if link is not None and link.target == self.provider_id:
+            with contextlib.suppress(LinkError):  # logged; the call says why
+                await self.add_link(link)
 
     async def _add_source_link(self, link: Link) -> None:
         old = self._source_links.get(link.key)
@@ -273,6 +399,31 @@ class Provider:
 
     async def on_shutdown(self) -> None:
         """Stopping: in-flight calls have finished; close backends here."""
+
+
+class _CallSlot:
+    """One call's hold on a link key. A class, not `contextlib.asynccontextmanager`:
+    contextlib sets `__traceback__` on exceptions passing through, which frozen slotted
+    exceptions such as `InvocationError` refuse."""
+
+    __slots__ = ("_held", "_key", "_provider")
+
+    def __init__(self, provider: Provider, key: LinkKey) -> None:
+        self._provider, self._key, self._held = provider, key, False
+
+    async def __aenter__(self) -> Link | None:
+        p = self._provider
+        while (gate := p._gates.get(self._key)) is not None:
+            await gate.wait()
+        current = p._links.get(self._key)
+        if current is not None:
+            p._enter_call(self._key)
+            self._held = True
+        return current
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._held:
+            self._provider._leave_call(self._key)
 
 
 def _source_describe(link: Link) -> dict[str, Any]:

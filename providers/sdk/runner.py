@@ -268,7 +268,27 @@ class Runner:
             )
             return False
         self.provider._nc = self._nc
+        self.provider.resolver = self._resolve_link
         return True
+
+    async def _resolve_link(self, key: LinkKey) -> Link | None:
+        """Ask this provider's host for a link it was called over but does not hold
+        (docs/protocol.md, link hand-off); None when the lattice has no such link for us."""
+        hd = self.provider.host_data
+        body = {
+            "provider_id": hd.provider_id,
+            "source_id": key.source_id,
+            "name": key.name,
+            "wit_namespace": key.wit_namespace,
+            "wit_package": key.wit_package,
+        }
+        subject = subjects.ctl(hd.lattice, "link", "resolve", hd.host_id)
+        msg = await self.nats.request(subject, json.dumps(body).encode(), timeout=2.0)
+        reply = CtlReply.from_bytes(msg.data)
+        if not reply.success:
+            raise LinkError(reply.message)
+        found = (reply.response or {}).get("link")
+        return None if found is None else Link.model_validate(found)
 
     async def _start(self) -> None:
         p, nc = self.provider, self.nats
@@ -311,6 +331,7 @@ class Runner:
 
         self.log.info("stopping", in_flight=len(self._calls), nats_connected=connected)
         await self._unsubscribe(connected, left(reserve=1.0, least=0.1))
+        p.stop_draining()
         if self._calls:
             _, pending = await asyncio.wait(set(self._calls), timeout=left(reserve=0.8))
             for task in pending:
