@@ -40,11 +40,14 @@ from lattice.cli.common import (
     wait_option,
     waiting,
 )
+from lattice.cli.complete import live
 from lattice.cli.groups import app_app, get_app
 from lattice.cli.hosts import inventories
 from lattice.client import LatticeClient, WaitTimeout
 
-AppName = Annotated[str, typer.Argument(metavar="NAME", help="Application name.")]
+AppName = Annotated[
+    str, typer.Argument(metavar="NAME", help="Application name.", autocompletion=live("app"))
+]
 Version = Annotated[str | None, typer.Option("--version", metavar="VERSION")]
 
 

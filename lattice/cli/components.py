@@ -35,11 +35,17 @@ from lattice.cli.common import (
     wait_option,
     waiting,
 )
+from lattice.cli.complete import live
 from lattice.cli.groups import app, get_app, scale_app, update_app
 from lattice.cli.hosts import inventories
 from lattice.client import LatticeClient, LatticeError
 
-IdArg = Annotated[str, typer.Argument(metavar="ID", help="Component id (unique in the lattice).")]
+IdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", help="Component id (unique in the lattice).", autocompletion=live("component")
+    ),
+]
 
 
 def local_ref(ref: str) -> str:

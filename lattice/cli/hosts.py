@@ -33,6 +33,7 @@ from lattice.cli.common import (
     wait_option,
     waiting,
 )
+from lattice.cli.complete import live
 from lattice.cli.groups import get_app, label_app, stop_app
 from lattice.client import LatticeClient
 from lattice.protocol.messages import HostInventory, HostPing
@@ -40,7 +41,9 @@ from lattice.protocol.messages import HostInventory, HostPing
 CONTROLLER_LABEL = "hostcore.controller"
 NATS_LABEL = "hostcore.nats"
 
-HostArg = Annotated[str, typer.Argument(metavar="HOST", help="Host id.")]
+HostArg = Annotated[
+    str, typer.Argument(metavar="HOST", help="Host id.", autocompletion=live("host"))
+]
 
 
 def host_row(h: HostPing) -> dict[str, Any]:

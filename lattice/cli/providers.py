@@ -29,11 +29,17 @@ from lattice.cli.common import (
     wait_option,
     waiting,
 )
+from lattice.cli.complete import live
 from lattice.cli.groups import get_app, start_app, stop_app
 from lattice.cli.hosts import inventories
 from lattice.client import LatticeClient, LatticeError
 
-ProviderId = Annotated[str, typer.Argument(metavar="ID", help="Provider id; links target it.")]
+ProviderId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", help="Provider id; links target it.", autocompletion=live("provider")
+    ),
+]
 
 
 @start_app.command("provider")

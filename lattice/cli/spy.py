@@ -26,6 +26,7 @@ from lattice.cli.common import (
     run_client,
     target,
 )
+from lattice.cli.complete import live
 from lattice.cli.groups import app
 from lattice.client import LatticeClient
 
@@ -45,7 +46,10 @@ def spy_line(r: dict[str, Any]) -> str:
 
 @app.command()
 def spy(
-    component_id: Annotated[str, typer.Argument(metavar="COMPONENT", help="Component id.")],
+    component_id: Annotated[
+        str,
+        typer.Argument(metavar="COMPONENT", help="Component id.", autocompletion=live("component")),
+    ],
     count: Annotated[
         int | None,
         typer.Option("--count", "-n", metavar="N", help="Stop after N calls."),
