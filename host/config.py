@@ -72,12 +72,15 @@ class HostConfig:
     embedded_nats: bool = True
     nats_connect_timeout: float = 5.0
     provider_health_interval: float = 30.0
+    beat_interval: float = 1.0  # liveness beats (host/liveness.py); 0 turns them off
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings.from_env)
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")
         if self.heartbeat_interval <= 0:
             raise ValueError("heartbeat interval must be positive")
+        if not 0 <= self.beat_interval <= 60:
+            raise ValueError("beat interval must be between 0 (off) and 60 seconds")
 
     @property
     def cache_dir(self) -> Path:

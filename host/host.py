@@ -27,11 +27,12 @@ from host.config import HostConfig
 from host.ctl import ControlInterface
 from host.events_stream import ensure as ensure_events_stream
 from host.identity import HostIdentity, builtin_labels, load_identity
+from host.liveness import Beater
 from host.providers import ProviderManager
-from host.spy import Spy
 from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
+from host.spy import Spy
 from lattice import natsd
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
@@ -73,6 +74,7 @@ class Host:
         self.components: ComponentManager
         self._subs: list[Subscription] = []
         self._heartbeat: asyncio.Task[None] | None = None
+        self._beat: Beater | None = None  # liveness beats, in a thread of their own
         self._stopped = asyncio.Event()
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
@@ -156,6 +158,9 @@ class Host:
             "host_started", events.host_started(self.host_id, self.friendly_name, self.labels)
         )
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        if self.config.beat_interval > 0:
+            self._beat = Beater(url, self.lattice, self.host_id, self.config.beat_interval)
+            self._beat.start()
         self.nats_url = url
         self.started.set()
         self._log.info(
@@ -246,6 +251,8 @@ class Host:
         await self.publish_event(
             "host_stopped", events.host_stopped(self.host_id, self.labels, reason)
         )
+        if self._beat is not None:
+            await asyncio.to_thread(self._beat.stop)
         if hasattr(self, "state"):
             await self.state.stop()
         if self.nc.is_connected:

@@ -132,6 +132,8 @@ async def test_lost_host_replicas_come_back_elsewhere(lattice3, client, echo_ref
     # the host vanishes without a goodbye: no host_stopped, just silence
     a._stopping = True
     await a.nc.close()
+    if a._beat is not None:
+        await asyncio.to_thread(a._beat.stop)  # its liveness beat goes silent too
     started = time.monotonic()
 
     async def healed() -> bool:

@@ -179,6 +179,16 @@ def up(
             help="Seconds between heartbeats.",
         ),
     ] = 30.0,
+    beat_interval: Annotated[
+        float,
+        typer.Option(
+            "--beat-interval",
+            envvar="LATTICE_BEAT_INTERVAL",
+            metavar="SECONDS",
+            help="Seconds between liveness beats, which let a controller notice a dead host "
+            "within a few seconds (0: off, then only heartbeats and pings tell).",
+        ),
+    ] = 1.0,
     data_dir: DataDir = None,
     log_format: LogFormat = "console",
     log_level: LogLevel = "info",
@@ -252,6 +262,7 @@ def up(
             labels=labels,
             host_seed=host_seed,
             heartbeat_interval=heartbeat_interval,
+            beat_interval=beat_interval,
             data_dir=data,
             limits=Limits(timeout_ms=timeout_ms, memory_mb=memory_mb),
             embedded_nats=embedded_nats,

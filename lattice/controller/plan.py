@@ -7,8 +7,9 @@ plan has nothing left to do (tested with `simulate.apply` and hypothesis).
 
 One pass:
 
-1. Hosts not seen within `host_expiry` seconds are gone: nothing is sent to them and
-   their replicas no longer count, so the scalers place them elsewhere at once.
+1. Hosts not seen within `host_expiry` seconds (or their own `expiry`, for hosts that
+   send liveness beats) are gone: nothing is sent to them and their replicas no
+   longer count, so the scalers place them elsewhere at once.
 2. Each deployed manifest is compiled (`desired.compile_app`). A lattice id claimed by
    two apps goes to the one listed first in `desired` (pass them in the order they
    were first deployed, so a new manifest never takes an id from a running app); the
@@ -202,7 +203,8 @@ class _Planner:
 
     def _why_lost(self, h: str) -> str:
         host = self.observed.hosts[h]
-        return f"host {h} lost (not seen for {self.now - host.last_seen:.1f} s)"
+        silent = "no beat" if host.expiry is not None else "not seen"
+        return f"host {h} lost ({silent} for {self.now - host.last_seen:.1f} s)"
 
     # -- ownership -------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 The async adapter builds one from host inventories and heartbeats (`HostSnapshot.
 from_inventory`), the link list (`link.get` or the link bucket) and the named configs;
 the planner never looks anywhere else. `last_seen` is on the same clock as the `now`
-given to `plan()`: a host not seen for longer than the expiry counts as gone.
+given to `plan()`: a host not seen for longer than the expiry counts as gone. A host
+that sends liveness beats carries its own, shorter `expiry` (a few beat intervals).
 
 Maps are typed `Mapping` and must be treated as read-only; `simulate.apply` returns a
 new snapshot instead of changing one.
@@ -39,6 +40,7 @@ class HostSnapshot:
     components: Mapping[str, ComponentInstance] = field(default_factory=dict)
     providers: Mapping[str, ProviderInstance] = field(default_factory=dict)
     last_seen: float = 0.0
+    expiry: float | None = None  # seconds of silence before it is lost; None: the default
 
     def matches(self, requirements: Mapping[str, str]) -> bool:
         """True when every required label is present with that value."""
@@ -95,8 +97,12 @@ class LatticeSnapshot:
         )
 
     def live_hosts(self, now: float, expiry: float) -> dict[str, HostSnapshot]:
-        """Hosts seen within `expiry` seconds of `now`, by id."""
-        return {h: s for h, s in self.hosts.items() if now - s.last_seen <= expiry}
+        """Hosts seen within their own expiry (else `expiry`) seconds of `now`, by id."""
+        return {
+            h: s
+            for h, s in self.hosts.items()
+            if now - s.last_seen <= (s.expiry if s.expiry is not None else expiry)
+        }
 
     def with_host(self, host: HostSnapshot) -> LatticeSnapshot:
         return replace(self, hosts={**self.hosts, host.id: host})

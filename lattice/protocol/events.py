@@ -87,3 +87,38 @@ def component_scale_failed(
 
 def labels_changed(host_id: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"host_id": host_id, "labels": labels}
+
+
+# -- liveness beats (not CloudEvents: see docs/protocol.md, "Liveness") ------------------
+
+BEAT_PREFIX = "wasmbus.beat"
+
+
+def beat_subject(lattice: str, host_id: str) -> str:
+    """Where a host's liveness beats go: off `wasmbus.evt.>`, so event watchers and
+    event streams never see one message per host per second."""
+    return f"{BEAT_PREFIX}.{lattice}.{host_id}"
+
+
+def beat_wildcard(lattice: str) -> str:
+    return f"{BEAT_PREFIX}.{lattice}.*"
+
+
+def beat(host_id: str, seq: int, interval: float) -> bytes:
+    """A beat: who, which one (a sequence number from 1 per host process), and how
+    often they come, so a listener knows when one is overdue."""
+    return json.dumps(
+        {"host_id": host_id, "seq": seq, "interval": interval}, separators=(",", ":")
+    ).encode()
+
+
+def parse_beat(body: bytes) -> tuple[str, int, float] | None:
+    """(host id, sequence, interval) of a beat, or None for anything malformed."""
+    try:
+        raw = json.loads(body)
+        host_id, seq, interval = raw["host_id"], int(raw["seq"]), float(raw["interval"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(host_id, str) or not host_id or not 0 < interval <= 60:
+        return None
+    return host_id, seq, interval

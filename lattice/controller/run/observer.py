@@ -7,6 +7,16 @@ every `resync_interval` every host's inventory is fetched again — so a missed 
 heals itself. `host_stopped` removes a host at once; a host that goes silent is left to
 the planner's expiry. Links and config come from the same JetStream buckets the hosts
 watch (`lattice.state`). Every change sets `changed`, which wakes the reconcile loop.
+
+Liveness: hosts that send beats (`host/liveness.py`, about one a second) are lost after
+`beat_misses` missed beats instead of the planner's `host_expiry`; a timer wakes the
+loop the moment a beat is overdue, so a dead host is noticed within a few seconds.
+Hosts that never beat (older versions, beats off) keep the heartbeat/ping expiry, and
+so does a host whose other signs of life outlive its beats (its beat broke, not it).
+
+The first resync waits for every host's inventory, so the first plan never sees a
+partial lattice (it would start replicas that run on a host not yet heard from, and
+stop the surplus once it is).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from nats.aio.subscription import Subscription
 
 from lattice.client import LatticeClient, LatticeError
 from lattice.controller.snapshot import ComponentInstance, HostSnapshot, LatticeSnapshot
-from lattice.protocol import subjects
+from lattice.protocol import events, subjects
 from lattice.protocol.events import short_type
 from lattice.state import LatticeState
 
@@ -42,6 +52,22 @@ REFRESH_ON = {
 }
 
 EventListener = Callable[[str, dict[str, Any]], None]
+DEFAULT_BEAT_MISSES = 3.0
+Beat = tuple[float, float]  # (when the last beat arrived, the host's beat interval)
+
+
+def with_beat(host: HostSnapshot, beat: Beat | None, misses: float) -> HostSnapshot:
+    """The host as the planner should see it given its last liveness beat: seen when it
+    last beat, and lost after `misses` beat intervals of silence. A host with no beats,
+    or whose other signs of life (events, inventory) are newer than its beats allow,
+    keeps the default expiry."""
+    if beat is None:
+        return host
+    at, interval = beat
+    window = interval * misses
+    if host.last_seen > at + window:
+        return host
+    return dataclasses.replace(host, last_seen=max(host.last_seen, at), expiry=window)
 
 
 def apply_event(host: HostSnapshot, kind: str, data: dict[str, Any], now: float) -> HostSnapshot:
@@ -71,6 +97,8 @@ class Observer:
         lattice: str,
         *,
         resync_interval: float = 5.0,
+        beat_misses: float = DEFAULT_BEAT_MISSES,
+        beats: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.nc = nc
@@ -79,6 +107,12 @@ class Observer:
         self.resync_interval = resync_interval
         self.clock = clock
         self.hosts: dict[str, HostSnapshot] = {}
+        self.beat_misses = beat_misses
+        self.use_beats = beats
+        self.beats: dict[str, Beat] = {}
+        self._beat_timers: dict[str, asyncio.TimerHandle] = {}
+        self._beat_sub: Subscription | None = None
+        self._refreshing: set[str] = set()
         self.state = LatticeState(nc, lattice)
         self.changed = asyncio.Event()
         self.listeners: list[EventListener] = []
@@ -93,6 +127,10 @@ class Observer:
         self._sub = await self.nc.subscribe(
             subjects.events_wildcard(self.lattice), cb=self._on_event
         )
+        if self.use_beats:
+            self._beat_sub = await self.nc.subscribe(
+                events.beat_wildcard(self.lattice), cb=self._on_beat
+            )
         await self.resync()
         self._spawn(self._resync_loop())
 
@@ -101,14 +139,19 @@ class Observer:
             t.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        for timer in self._beat_timers.values():
+            timer.cancel()
+        for sub in (self._sub, self._beat_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         await self.state.stop()
 
     def snapshot(self) -> LatticeSnapshot:
         return LatticeSnapshot.build(
-            hosts=list(self.hosts.values()),
+            hosts=[
+                with_beat(h, self.beats.get(h.id), self.beat_misses) for h in self.hosts.values()
+            ],
             links=list(self.state.links.values()),
             configs={n: c.values for n, c in self.state.configs.items()},
         )
@@ -131,6 +174,10 @@ class Observer:
                 self.hosts[host_id] = HostSnapshot.from_inventory(data, last_seen=now)
         elif kind == "host_stopped":
             self.hosts.pop(host_id, None)
+            self.beats.pop(host_id, None)
+            timer = self._beat_timers.pop(host_id, None)
+            if timer is not None:
+                timer.cancel()
         else:
             if host_id in self.hosts:
                 self.hosts[host_id] = apply_event(self.hosts[host_id], kind, data, now)
@@ -140,21 +187,48 @@ class Observer:
             listener(kind, data)
         self.changed.set()
 
+    async def _on_beat(self, msg: Any) -> None:
+        """A liveness beat: the host is alive now; wake the loop when the next is overdue."""
+        beat = events.parse_beat(msg.data)
+        if beat is None:
+            return
+        host_id, _seq, interval = beat
+        now = self.clock()
+        previous = self.beats.get(host_id)
+        self.beats[host_id] = (now, interval)
+        window = interval * self.beat_misses
+        if previous is None or now - previous[0] > previous[1] * self.beat_misses:
+            self.changed.set()  # new, or back after it was taken for lost
+        if host_id not in self.hosts and host_id not in self._refreshing:
+            self._spawn(self.refresh(host_id))  # a host not heard from otherwise yet
+        old = self._beat_timers.pop(host_id, None)
+        if old is not None:
+            old.cancel()
+        self._beat_timers[host_id] = asyncio.get_running_loop().call_later(
+            window + 0.05, self.changed.set
+        )
+
     async def refresh(self, host_id: str) -> None:
+        self._refreshing.add(host_id)
         try:
             inv = await self.client.inventory(host_id)
         except LatticeError:
             return
+        finally:
+            self._refreshing.discard(host_id)
         self.hosts[host_id] = HostSnapshot.from_inventory(inv.model_dump(), last_seen=self.clock())
         self.changed.set()
 
     async def resync(self) -> None:
-        """Ask every host for its inventory (as answers come in)."""
+        """Ask every host for its inventory; returns once every answer is applied."""
+        refreshes: list[asyncio.Task[None]] = []
         try:
             async for ping in self.client.stream_hosts(wait=1.0):
-                self._spawn(self.refresh(ping.id))
+                refreshes.append(asyncio.create_task(self.refresh(ping.id)))
         except LatticeError as exc:
             self._log.warning("resync failed", error=str(exc))
+        if refreshes:
+            await asyncio.gather(*refreshes, return_exceptions=True)
 
     async def _resync_loop(self) -> None:
         while True:

@@ -32,7 +32,7 @@ from lattice.controller.manifest import Manifest
 from lattice.controller.plan import DEFAULT_HOST_EXPIRY, Plan, plan
 from lattice.controller.run.api import Api
 from lattice.controller.run.lease import Lease
-from lattice.controller.run.observer import Observer
+from lattice.controller.run.observer import DEFAULT_BEAT_MISSES, Observer
 from lattice.controller.run.store import AppRecord, ManifestStore, StoreError
 from lattice.controller.run.worker import Worker
 from lattice.controller.snapshot import LatticeSnapshot
@@ -58,6 +58,8 @@ class Controller:
         tick: float = 1.0,
         lease_ttl: float = 6.0,
         resync_interval: float = 5.0,
+        beat_misses: float = DEFAULT_BEAT_MISSES,
+        beats: bool = True,
     ) -> None:
         self.nats_url = nats_url
         self.lattice = lattice
@@ -66,6 +68,8 @@ class Controller:
         self.tick = tick
         self.lease_ttl = lease_ttl
         self.resync_interval = resync_interval
+        self.beat_misses = beat_misses
+        self.beats = beats  # False: ignore liveness beats (heartbeats and pings only)
         self.nc: NATS | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._statuses: dict[str, dict[str, Any]] = {}
@@ -96,7 +100,12 @@ class Controller:
         await self.lease.start()
         self.worker = Worker(self.client)
         self.observer = Observer(
-            self.nc, self.client, self.lattice, resync_interval=self.resync_interval
+            self.nc,
+            self.client,
+            self.lattice,
+            resync_interval=self.resync_interval,
+            beat_misses=self.beat_misses,
+            beats=self.beats,
         )
         self.observer.listeners.append(self.worker.on_event)
         await self.observer.start()
