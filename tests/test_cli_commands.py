@@ -239,3 +239,40 @@ async def test_completion_offers_live_ids(
     assert await asyncio.to_thread(live("host"), ctx, "") == [host.host_id]  # type: ignore[arg-type]
     gone = SimpleNamespace(params={"nats_url": "nats://127.0.0.1:1", "lattice": lattice_name})
     assert await asyncio.to_thread(live("app"), gone, "") == []  # type: ignore[arg-type]
+
+
+async def test_spy_sees_calls_out_through_links_too(
+    host: Host, client: LatticeClient, nats_url: str, lattice_name: str, linked_refs: dict[str, str]
+) -> None:
+    await client.scale_component(host.host_id, linked_refs["caller"], "caller", 1)
+    await client.scale_component(host.host_id, linked_refs["greeter"], "greeter", 1)
+    await client.put_link("caller", "greeter", "lattice", "examples", ["greet"])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "lattice", "spy", "caller", "--count", "2", "-o", "json"),
+        *("--nats-url", nats_url, "--lattice", lattice_name),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        assert b"spying on caller" in await asyncio.wait_for(proc.stderr.readline(), 60)
+        relay = "lattice:examples/relay.relay-hello"
+        assert await client.call("caller", relay, ["Ada"]) == "Hello, Ada!"
+        out = await asyncio.wait_for(proc.stdout.read(), 60)
+        assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    records = {r["direction"]: r for r in (json.loads(x) for x in out.decode().splitlines())}
+    outbound, inbound = records["out"], records["in"]
+    assert (outbound["caller"], outbound["target"], outbound["link"]) == (
+        "caller",
+        "greeter",
+        "default",
+    )
+    assert outbound["function"].startswith("lattice:examples/greet.")
+    assert outbound["outcome"] == "ok" and "Ada" in outbound["reply"]
+    assert inbound["function"] == relay and inbound["reply"] == '"Hello, Ada!"'
+    assert inbound["duration_ms"] >= outbound["duration_ms"]  # the call out is inside it

@@ -177,6 +177,8 @@ def _children(t: ValT) -> list[ValT]:
 class ImportBridge:
     """Defines forwarding imports in a component's linker; one per host."""
 
+    spy: Any = None  # host/spy.py sets it: taps the link calls of spied components
+
     def __init__(
         self,
         *,
@@ -341,6 +343,10 @@ class ImportBridge:
         wire_args: list[Any],
         timeout_ms: int,
     ) -> Any:
+        if self.spy is not None and self.spy.active(component_id):  # `lattice spy`
+            return self.spy.outbound(
+                self._invoke, component_id, iface, operation, wire_args, timeout_ms
+            )
         name = self.link_name(component_id, iface.namespace, iface.package)
         ident: Identity = (component_id, iface.namespace, iface.package, name)
         link = find_link(
