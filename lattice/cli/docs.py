@@ -34,10 +34,9 @@ component).
 ```sh
 lattice up --detach
 lattice get hosts
-ECHO=$(python -c 'from components.build import build; print(build("echo","v1"))')
-sed "s|file:///path/to/echo.wasm|file://$ECHO|" manifests/hello.yaml > hello.yaml
-lattice app validate hello.yaml
-lattice app deploy hello.yaml
+python -m components.build --push
+lattice app validate manifests/hello.yaml
+lattice app deploy manifests/hello.yaml
 lattice app status hello
 lattice events --no-follow --since 10m
 lattice spy hello-echo --count 1 > spy.txt &
