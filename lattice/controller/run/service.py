@@ -239,10 +239,16 @@ class Controller:
                     losses.setdefault(app, []).append(
                         {"command": f"{wid} on {h} lost", "cause": result.losses.get(h, "")}
                     )
-        for app in sorted(set(by_app) | set(losses)):
-            stopped = losses.get(app, []) + by_app.get(app, [])
-            await self.store.record(app, "reconcile", stopped=stopped)
-            self._log.info("reconciliation stopped something", app=app, stopped=stopped)
+        apps = sorted(set(by_app) | set(losses))
+        for app in apps:
+            await self.store.record(
+                app, "reconcile", stopped=losses.get(app, []) + by_app.get(app, [])
+            )
+        if apps:
+            causes = sorted(
+                {s["cause"] for a in apps for s in losses.get(a, []) + by_app.get(a, [])}
+            )
+            self._log.info("reconciliation stopped something", apps=apps, causes=causes)
 
     def _manifest(self, name: str, entry: dict[str, Any]) -> Manifest:
         key = (name, entry["version"])
