@@ -192,3 +192,57 @@ def test_help_lists_the_commands() -> None:
         "LATTICE_NATS_URL",
     ):
         assert opt in r.stdout, opt
+
+
+def up_and_read_log(tmp_path: Path, url: str | None, *extra: str) -> tuple[dict, list[dict]]:
+    """Start `lattice up` (on `url`, or on its embedded NATS when None), read what
+    `get hosts -o json` says about it, stop it; its host row and its JSON log lines."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if url is None:
+        proc, url, log = lattice_up(tmp_path, *extra)
+    else:
+        log = (tmp_path / "host.log").open("w+")
+        where = ["--nats-url", url, "--lattice", "clitest", "--data-dir", str(tmp_path)]
+        proc = subprocess.Popen(
+            [*LATTICE, "up", *where, "--log-format", "json", *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        host = wait_for_host(url, proc)
+        r = cli("app", "list", url=url)
+        host["app_list_rc"], host["app_list_err"] = r.returncode, r.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        kill(proc)
+    log.seek(0)
+    return host, [json.loads(x) for x in log.read().splitlines() if x.startswith("{")]
+
+
+def controller_line(lines: list[dict]) -> dict:
+    found = [x for x in lines if "controller" in x["event"] and "process" in x["event"]]
+    assert len(found) == 1, [x["event"] for x in lines]
+    return found[0]
+
+
+def test_up_runs_a_controller_only_with_its_embedded_nats_unless_told(
+    tmp_path: Path, nats_url: str
+) -> None:
+    host, lines = up_and_read_log(tmp_path / "a", nats_url)
+    assert (host["controller"], host["nats"]) == (False, "external")
+    line = controller_line(lines)
+    assert line["event"] == "no controller in this process"
+    assert line["reason"] == "joined an existing NATS"
+    assert host["app_list_rc"] == 1 and "no controller runs" in host["app_list_err"]
+    assert "hint: " in host["app_list_err"]
+
+    host, lines = up_and_read_log(tmp_path / "b", nats_url, "--controller")
+    assert (host["controller"], host["nats"]) == (True, "external")
+    assert controller_line(lines)["reason"] == "--controller"
+    assert host["app_list_rc"] == 0, host["app_list_err"]
+
+    host, lines = up_and_read_log(tmp_path / "c", None, "--no-controller")
+    assert (host["controller"], host["nats"]) == (False, "embedded")
+    assert controller_line(lines)["reason"] == "--no-controller"
