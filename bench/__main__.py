@@ -11,6 +11,7 @@ BENCHES = {
     "controller": "bench.controller",
     "http": "bench.http",
     "deploy": "bench.deploy",
+    "soak": "bench.soak",
 }
 
 

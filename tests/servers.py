@@ -123,6 +123,7 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    extra_args: tuple[str, ...] = ()  # e.g. an append-only file for a restart that keeps data
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -150,6 +151,7 @@ class RedisServer:
         log = (self.workdir / "redis.log").open("ab")
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir)]
+        args += list(self.extra_args)
         self.process = await asyncio.create_subprocess_exec(
             redis_binary(),
             *args,
