@@ -14,7 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.client import Client as NATS
 
 from host.config import HostConfig, Limits
 from host.host import Host
@@ -123,6 +125,16 @@ async def start_host(nats_url: str, lattice_name: str) -> AsyncIterator[HostFact
 @pytest.fixture
 async def host(start_host: HostFactory) -> Host:
     return await start_host()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    """A plain NATS connection to the session's server, closed after the test."""
+    conn = await nats.connect(nats_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

@@ -9,24 +9,12 @@ managed replica and provider and deleted their links.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from lattice.controller.run.store import AppRecord, ManifestStore, StoreError
 
 LISTINGS = 1100  # more than the ~1000 consumers the server allowed the old listing
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    conn = await nats.connect(nats_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def test_listing_many_times_keeps_every_application(nc: NATS, lattice_name: str) -> None:

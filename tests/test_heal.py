@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,8 +30,9 @@ from lattice.controller.run.observer import with_beat
 from lattice.controller.run.service import Controller
 from lattice.controller.snapshot import HostSnapshot
 from lattice.protocol import events
-from tests.conftest import CACHE, ROOT
+from tests.conftest import CACHE
 from tests.test_controller_live import deploy, eventually
+from tests.test_provider_lifetime import kill_host, lattice_up
 
 
 def echo_app(name: str, image: str, instances: int) -> bytes:
@@ -86,34 +86,6 @@ def test_beats_parse_and_refuse_garbage() -> None:
 # -- a SIGKILLed host ----------------------------------------------------------------------
 
 
-async def lattice_up(
-    nats_url: str, lattice: str, tmp: Path, zone: str
-) -> asyncio.subprocess.Process:
-    log = (tmp / f"host-{zone}.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lattice",
-        "up",
-        "--nats-url",
-        nats_url,
-        "--lattice",
-        lattice,
-        "--data-dir",
-        str(CACHE / "test-host"),  # the shared compile cache: no compile on scale-up
-        "--log-format",
-        "json",
-        "--no-embedded-nats",
-        "--label",
-        f"zone={zone}",
-        stdout=log,
-        stderr=log,
-        cwd=ROOT,
-    )
-    log.close()
-    return proc
-
-
 async def test_a_sigkilled_host_is_replaced_within_seconds(
     nats_url: str, lattice_name: str, client: LatticeClient, tmp_path: Path, echo_ref: str
 ) -> None:
@@ -164,8 +136,7 @@ async def test_a_sigkilled_host_is_replaced_within_seconds(
             try:
                 await asyncio.wait_for(p.wait(), 20)
             except TimeoutError:
-                p.kill()
-                await p.wait()
+                await kill_host(p)
 
 
 # -- a slow host ---------------------------------------------------------------------------
