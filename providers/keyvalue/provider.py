@@ -9,9 +9,10 @@ backends cannot drift apart.
 
 Per-link settings are read with `setting(link, name)`: the link's target config, then
 the provider's config. Every store call is bounded by `op_timeout`, so a hung backend
-is an `"… unavailable: no answer within …"` error, never a hung caller. Wrong argument
-*types* are `bad-argument` invocation errors; wrong *values* (empty key, oversized
-value, bad bucket name) are keyvalue errors, as the WIT says.
+never hangs a caller: a read gets an `"… unavailable: no answer within …"` error, a
+write (which may have been applied) an invocation error of kind `timeout` (`_result`).
+Wrong argument *types* are `bad-argument` invocation errors; wrong *values* (empty key,
+oversized value, bad bucket name) are keyvalue errors, as the WIT says.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from providers.keyvalue import semantics as kv
-from providers.keyvalue.semantics import KvError, Unavailable
+from providers.keyvalue.semantics import Indeterminate, KvError, Unavailable
 from providers.keyvalue.store import Store
-from providers.sdk import HostData, Link, LinkKey, Provider, operation
+from providers.sdk import (
+    ErrorKind,
+    HostData,
+    InvocationError,
+    Link,
+    LinkKey,
+    Provider,
+    operation,
+)
 
 T = TypeVar("T")
 
@@ -118,8 +127,18 @@ class KeyValueProvider(Provider):
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _result(self, link: Link, fn: Callable[[_Linked], Awaitable[T]]) -> dict[str, Any]:
-        """Run `fn` against the link's store; wrap the outcome as a wasi `result`."""
+    async def _result(
+        self, link: Link, fn: Callable[[_Linked], Awaitable[T]], *, read_only: bool = False
+    ) -> dict[str, Any]:
+        """Run `fn` against the link's store; wrap the outcome as a wasi `result`.
+
+        Accounting rule: an `err` result promises that nothing was applied. A write whose
+        outcome is unknown (no answer within `op_timeout`, or the connection lost after
+        the command went out) may have been applied, so it is not an `err` but an
+        invocation error of kind `timeout`, as if the caller's own deadline had passed.
+        A read (`read_only`) changes nothing, so its lost answer stays an `err`.
+        Nothing here retries: a store retries only where it knows it is safe.
+        """
         linked = self._linked.get(link.key)
         if linked is None:  # the SDK only routes calls over links that are in force
             return {"err": {"other": f"no store for link {link.source_id}/{link.name}"}}
@@ -128,11 +147,17 @@ class KeyValueProvider(Provider):
             try:
                 value = await asyncio.wait_for(fn(linked), self.op_timeout)
             except TimeoutError:
-                raise Unavailable(self.backend, f"no answer within {self.op_timeout:g}s") from None
+                raise Indeterminate(
+                    self.backend, f"no answer within {self.op_timeout:g}s"
+                ) from None
         except Unavailable as exc:
             if where not in self._down:
                 self._down.add(where)
                 self.log.warning("backend unavailable", store=where, error=str(exc))
+            if isinstance(exc, Indeterminate) and not read_only:
+                raise InvocationError(
+                    ErrorKind.TIMEOUT, f"{where}: {exc}; the outcome is unknown"
+                ) from None
             return {"err": exc.wire}
         except KvError as exc:
             if exc.wire == {"access-denied": None}:
@@ -159,7 +184,7 @@ class KeyValueProvider(Provider):
             b, k = kv.check_bucket(args[0], "get"), kv.check_key(args[1], "get")
             return await s.store.get(b, k)
 
-        return await self._result(link, run)
+        return await self._result(link, run, read_only=True)
 
     @operation(f"{STORE}.bucket.set", params=("bucket", "key", "value"))
     async def op_set(self, link: Link, args: list[Any]) -> dict[str, Any]:
@@ -183,7 +208,7 @@ class KeyValueProvider(Provider):
             b, k = kv.check_bucket(args[0], "exists"), kv.check_key(args[1], "exists")
             return await s.store.exists(b, k)
 
-        return await self._result(link, run)
+        return await self._result(link, run, read_only=True)
 
     @operation(f"{STORE}.bucket.list-keys", params=("bucket", "cursor"))
     async def op_list_keys(self, link: Link, args: list[Any]) -> dict[str, Any]:
@@ -192,7 +217,7 @@ class KeyValueProvider(Provider):
             cursor = kv.check_cursor(args[1], "list-keys")
             return kv.page(await s.store.keys(b), cursor, s.page_size)
 
-        return await self._result(link, run)
+        return await self._result(link, run, read_only=True)
 
     # ------------------------------------------------------------------ atomics
 
@@ -214,7 +239,7 @@ class KeyValueProvider(Provider):
             values = await s.store.get_many(b, keys) if keys else []
             return [None if v is None else [k, v] for k, v in zip(keys, values, strict=True)]
 
-        return await self._result(link, run)
+        return await self._result(link, run, read_only=True)
 
     @operation(f"{BATCH}.set-many", params=("bucket", "key-values"))
     async def op_set_many(self, link: Link, args: list[Any]) -> dict[str, Any]:

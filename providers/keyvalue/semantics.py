@@ -5,7 +5,8 @@ All three built-in providers call these functions, so a bucket name, key or valu
 backend refuses is refused by all of them with the same words. `KvError` carries the
 wasi:keyvalue `error` variant as it goes on the wire (`{"other": "…"}`,
 `{"no-such-store": None}`, `{"access-denied": None}`); `Unavailable` is the "backend
-down" flavour of `other`. No I/O here.
+down" flavour of `other` (nothing was applied), `Indeterminate` the "sent, no answer"
+one (something may have been). No I/O here.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ class Unavailable(KvError):
         super().__init__({"other": f"{backend} unavailable: {detail}"})
         self.backend = backend
         self.detail = detail
+
+
+class Indeterminate(Unavailable):
+    """A write went out (or may have) and no answer came back: it may have been applied.
+    Never retried; the provider answers it as a `timeout`, not as a keyvalue error,
+    because a keyvalue error promises that nothing was written."""
 
 
 def short(text: str, limit: int = 60) -> str:

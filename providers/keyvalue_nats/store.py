@@ -11,8 +11,15 @@ header `Lattice-Key` (base64); list-keys reads it back from a headers-only consu
 Reads use the stream's last message per subject (a `KV-Operation: DEL/PURGE` marker
 means missing); writes publish to the subject; delete publishes a DEL marker (the
 bucket keeps one message per subject); increment publishes with
-`Nats-Expected-Last-Subject-Sequence` and retries on a wrong-sequence error. A lost
-connection, JetStream timeouts and "no responders" are `Unavailable`.
+`Nats-Expected-Last-Subject-Sequence` and retries only on a wrong-sequence error.
+
+Accounting: a wrong-sequence error is JetStream refusing the write, so nothing was
+stored and another round is safe; nothing else is repeated. Not connected before
+sending, "no responders" (no stream listens), a full outbound buffer and JetStream's
+own error answers are `Unavailable` / `other`: nothing was stored. A write published
+with no acknowledgement (timeout, connection lost or reconnecting meanwhile: nats-py
+may still deliver a buffered message after it reconnects) is `Indeterminate`. A read
+in those cases is `Unavailable`.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 
 from providers.keyvalue.keycodec import escape, unescape
-from providers.keyvalue.semantics import KvError, Unavailable
+from providers.keyvalue.semantics import Indeterminate, KvError, Unavailable
 from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, backoff, contention
 
 JS_TIMEOUT = 2.0
@@ -43,23 +50,24 @@ LIST_BATCH = 1000
 
 
 @contextlib.contextmanager
-def _errors(where: str) -> Iterator[None]:
+def _errors(where: str, *, write: bool = False) -> Iterator[None]:
+    lost = Indeterminate if write else Unavailable
     try:
         yield
     except (nx.TimeoutError, TimeoutError):
-        raise Unavailable("nats", f"no answer from JetStream at {where}") from None
-    except nx.NoRespondersError:
+        raise lost("nats", f"no answer from JetStream at {where}") from None
+    except (nx.NoRespondersError, jx.NoStreamResponseError):
         raise Unavailable("nats", f"JetStream is not available at {where}") from None
     except jx.ServiceUnavailableError as exc:
         raise Unavailable("nats", f"JetStream at {where}: {exc.description}") from None
+    except (nx.ConnectionDrainingError, nx.OutboundBufferLimitError) as exc:  # not sent
+        raise Unavailable("nats", f"not connected to {where} ({type(exc).__name__})") from None
     except (
         nx.ConnectionClosedError,
         nx.ConnectionReconnectingError,
-        nx.ConnectionDrainingError,
-        nx.OutboundBufferLimitError,
         nx.StaleConnectionError,
     ) as exc:
-        raise Unavailable("nats", f"not connected to {where} ({type(exc).__name__})") from None
+        raise lost("nats", f"connection to {where} lost ({type(exc).__name__})") from None
     except jx.APIError as exc:
         if exc.err_code in WRONG_LAST_SEQUENCE:
             raise  # increment's conflict signal
@@ -132,7 +140,7 @@ class NatsStore(Store):
         self, subject: str, value: bytes, headers: dict[str, str] | None
     ) -> api.PubAck:
         await self._ensure()
-        with _errors(self._url):
+        with _errors(self._url, write=True):
             return await self._js.publish(subject, value, headers=headers or None)
 
     async def get(self, bucket: str, key: str) -> bytes | None:
@@ -157,8 +165,8 @@ class NatsStore(Store):
             try:
                 await self._publish(subject, new, {**(hdr or {}), EXPECTED_LAST: str(seq)})
                 return new
-            except jx.APIError:  # only a wrong last sequence gets here (see _errors)
-                await backoff(attempt)
+            except jx.APIError:  # only a wrong last sequence gets here (see _errors):
+                await backoff(attempt)  # refused, nothing stored, so another round is safe
         raise contention(key)
 
     async def keys(self, bucket: str) -> list[str]:

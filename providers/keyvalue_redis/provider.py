@@ -2,8 +2,9 @@
 
 A link's `url` setting picks the server and database; links naming the same URL share
 one client (and its connection pool), closed when the last of them is deleted. Clients
-connect lazily, time out fast (1 s connect, 2 s per command) and retry once, so a
-Redis restart costs at most one failed call and a dead Redis an error in ~1 s.
+connect lazily, time out fast (1 s connect, 2 s per command) and never retry a command
+by themselves (`store.connect`: a retried write whose reply was lost would apply twice),
+so a dead Redis is an error in ~1 s and a restart costs only the calls in flight.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from providers.keyvalue import KeyValueProvider, SharedPool, Store
-from providers.keyvalue_redis.store import RedisStore
+from providers.keyvalue_redis.store import RedisStore, connect
 from providers.sdk import HostData, Link, LinkKey
 
 
@@ -27,13 +26,7 @@ def where(url: str) -> str:
 
 
 def _open(url: str) -> aioredis.Redis:
-    return aioredis.from_url(
-        url,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        retry=Retry(NoBackoff(), 1),
-        decode_responses=False,
-    )
+    return connect(url, connect_timeout=1.0, command_timeout=2.0)
 
 
 async def _close(client: aioredis.Redis) -> None:

@@ -6,12 +6,16 @@ and writes other bytes as `=XX`, so a key is exactly one path segment ('/' does 
 nest, '.'/'..' are not path tricks) and list-keys (`LIST {mount}/metadata/b/`) gives
 the original keys back. delete removes the metadata (all versions), so a deleted key
 does not linger in listings. increment reads the secret's version and writes with
-check-and-set (`options.cas`), retrying on conflict.
+check-and-set (`options.cas`), retrying only on a CAS conflict.
 
-Errors: unreachable or timed out -> `Unavailable("cannot reach …")`; HTTP 503 (sealed,
-standby) -> `Unavailable` with Vault's words; 403 -> `access-denied`; other failures ->
-`other` with Vault's error text. The token is sent only in the `X-Vault-Token` header
-and never appears in a message.
+Accounting: no request is repeated blindly (httpx does not retry by itself; its
+transport `retries` only re-dials connections and is 0 here). Errors: could not connect,
+or no pooled connection free -> `Unavailable` (nothing was sent); HTTP 503 (sealed,
+standby) -> `Unavailable` with Vault's words (refused before it ran); a write sent
+with no answer (read timeout, connection dropped) or a 5xx other than 503 ->
+`Indeterminate` (it may have been applied); reads in those cases -> `Unavailable`;
+403 -> `access-denied`; other failures -> `other` with Vault's error text. The token
+is sent only in the `X-Vault-Token` header and never appears in a message.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import httpx
 
 from providers.keyvalue.keycodec import escape, unescape
-from providers.keyvalue.semantics import KvError, Unavailable, short
+from providers.keyvalue.semantics import Indeterminate, KvError, Unavailable, short
 from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, backoff, contention
 
 CAS_MISMATCH = "check-and-set parameter did not match"
@@ -62,21 +66,30 @@ class VaultStore(Store):
     def _meta(self, bucket: str, key: str = "") -> str:
         return f"/v1/{self._mount}/metadata/{bucket}/{escape(key) if key else ''}"
 
-    async def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, body: Any = None, *, write: bool = False
+    ) -> httpx.Response:
+        """One request; `write`: it changes data, so an unknown outcome is
+        `Indeterminate`, not `Unavailable`."""
+        lost = Indeterminate if write else Unavailable
         try:
             resp = await self._http.request(method, path, json=body, headers=self._headers)
-        except httpx.TimeoutException:
-            raise Unavailable("vault", f"no answer from {self._addr}") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise Unavailable(  # the request never left
                 "vault", f"cannot reach {self._addr}: {exc or type(exc).__name__}"
+            ) from None
+        except httpx.TimeoutException:
+            raise lost("vault", f"no answer from {self._addr}") from None
+        except httpx.TransportError as exc:
+            raise lost(
+                "vault", f"connection to {self._addr} lost: {exc or type(exc).__name__}"
             ) from None
         if resp.status_code == 503:
             raise Unavailable("vault", _vault_errors(resp))
         if resp.status_code == 403:
             raise KvError.access_denied()
         if resp.status_code >= 500:
-            raise Unavailable("vault", f"{self._addr}: {_vault_errors(resp)}")
+            raise lost("vault", f"{self._addr}: {_vault_errors(resp)}")
         return resp
 
     @staticmethod
@@ -120,7 +133,7 @@ class VaultStore(Store):
         body: dict[str, Any] = {"data": {"value": base64.b64encode(value).decode("ascii")}}
         if cas is not None:
             body["options"] = {"cas": cas}
-        resp = await self._send("POST", self._data(bucket, key), body)
+        resp = await self._send("POST", self._data(bucket, key), body, write=True)
         if resp.status_code in (200, 204):
             return True
         if resp.status_code == 400 and CAS_MISMATCH in _vault_errors(resp):
@@ -135,7 +148,7 @@ class VaultStore(Store):
         await self._write(bucket, key, value)
 
     async def delete(self, bucket: str, key: str) -> None:
-        resp = await self._send("DELETE", self._meta(bucket, key))
+        resp = await self._send("DELETE", self._meta(bucket, key), write=True)
         if resp.status_code not in (200, 204) and not self._missing(resp):
             raise self._fail(resp)
 
@@ -152,6 +165,10 @@ class VaultStore(Store):
         return out
 
     async def update(self, bucket: str, key: str, fn: Update) -> bytes:
+        """Read-modify-write as check-and-set on the version read. Only a CAS mismatch
+        is tried again: Vault refused that write, so nothing was written and the next
+        round starts from the newer version. A write with an unknown outcome raises
+        `Indeterminate` out of here and is never repeated."""
         for attempt in range(MAX_CAS_RETRIES):
             current, version = await self._read(bucket, key)
             new = fn(current)

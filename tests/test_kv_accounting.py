@@ -1,0 +1,251 @@
+"""Exact accounting in the keyvalue providers while their backends fail under load.
+
+The invariant (issue 8): a call answered with a definite error was not applied, and no
+write is repeated blindly. So after 8 workers × 200 concurrent increments through the
+provider process over NATS, with the backend taken away and brought back meanwhile,
+
+    acknowledged ok  <=  value in the backend  <=  acknowledged ok + timeouts
+
+and with no timeouts the two are equal. A "timeout" is what the provider answers when a
+write's outcome is unknown (invocation error `timeout`), or a request left unanswered.
+
+Disruptions: Redis shut down (saving, so the restarted server has the data) and
+restarted on its port, Redis frozen (SIGSTOP) longer than the client's socket timeout
+(commands sent and applied later: the indeterminate case), Vault sealed and unsealed,
+and the NATS server holding the JetStream bucket restarted (file storage survives).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from lattice import natsd
+from lattice.protocol.invocation import ErrorKind, InvocationError
+from providers.sdk import HostData
+from tests.servers import ProviderProcess, RedisServer, VaultServer, link, rpc
+
+WORKERS = 8
+CALLS = 200
+INCR = "wasi:keyvalue/atomics.increment"
+GET = "wasi:keyvalue/store.bucket.get"
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    err: int = 0  # definite: a keyvalue error or a non-timeout invocation error
+    timeouts: int = 0
+    done: int = 0
+    messages: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def line(self, backend: str, value: int) -> str:
+        return (
+            f"{backend}: ok={self.ok} err={self.err} timeouts={self.timeouts} "
+            f"backend value={value} (calls {self.done})"
+        )
+
+
+async def increment(nc: NATS, lattice: str, provider_id: str, tally: Tally) -> None:
+    try:
+        reply = await rpc(nc, lattice, provider_id, INCR, ["", "n", 1], timeout=10)
+    except InvocationError as exc:
+        if exc.kind == ErrorKind.TIMEOUT:
+            tally.timeouts += 1
+        else:
+            tally.err += 1
+        tally.messages[f"{exc.kind}: {exc.message[:90]}"] += 1
+    except NatsTimeout:
+        tally.timeouts += 1
+        tally.messages["no reply within 10s"] += 1
+    except NoRespondersError:
+        tally.err += 1  # nobody took the call: not applied
+        tally.messages["no responders"] += 1
+    else:
+        if "ok" in reply:
+            tally.ok += 1
+        else:
+            tally.err += 1
+            tally.messages[f"err: {str(reply.get('err'))[:90]}"] += 1
+    tally.done += 1
+
+
+async def drive(
+    nc: NATS,
+    proc: ProviderProcess,
+    disrupt: Callable[[], Awaitable[None]],
+) -> tuple[Tally, int]:
+    """WORKERS × CALLS increments, `disrupt()` once a quarter of them are done; returns
+    the tally and the counter's final value as the provider reads it back."""
+    hd = proc.host_data
+    tally = Tally()
+    quarter = asyncio.Event()
+
+    async def worker() -> None:
+        for _ in range(CALLS):
+            before = tally.ok
+            await increment(nc, hd.lattice, hd.provider_id, tally)
+            if tally.done >= WORKERS * CALLS // 4:
+                quarter.set()
+            if tally.ok == before:
+                await asyncio.sleep(0.05)  # backend down: keep the outage mid-run
+
+    async def disruption() -> None:
+        await quarter.wait()
+        await disrupt()
+
+    await asyncio.gather(*(worker() for _ in range(WORKERS)), disruption())
+    value = await read_back(nc, hd.lattice, hd.provider_id)
+    return tally, value
+
+
+async def read_back(nc: NATS, lattice: str, provider_id: str) -> int:
+    for _ in range(100):  # the backend may still be coming back
+        with contextlib.suppress(InvocationError, NatsTimeout):
+            reply = await rpc(nc, lattice, provider_id, GET, ["", "n"], timeout=10)
+            if "ok" in reply:
+                return int(reply["ok"] or b"0")
+        await asyncio.sleep(0.2)
+    raise AssertionError("the counter could not be read back")
+
+
+def check(backend: str, tally: Tally, value: int) -> None:
+    print(tally.line(backend, value))
+    for message, n in tally.messages.most_common(6):
+        print(f"    {n} × {message}")
+    assert tally.done == WORKERS * CALLS
+    assert tally.ok <= value <= tally.ok + tally.timeouts, tally.line(backend, value)
+    assert tally.err + tally.timeouts > 0, "the disruption caused no failure: test is moot"
+    if tally.timeouts == 0:
+        assert value == tally.ok
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def provider(
+    backend: str, nats_url: str, nc: NATS, tmp: Path, config: dict[str, str], **secrets: str
+) -> ProviderProcess:
+    lattice = f"acc{uuid.uuid4().hex[:8]}"
+    pid = f"kv-{backend}"
+    hd = HostData(
+        lattice=lattice,
+        nats_url=nats_url,
+        provider_id=pid,
+        host_id="NTESTHOST",
+        link_definitions=[link("comp-a", pid, config, secrets_=secrets)],
+        log_format="json",
+    )
+    proc = await ProviderProcess(f"providers.keyvalue_{backend}", hd, tmp / f"{pid}.log").start()
+    await proc.wait_ready(nc)
+    return proc
+
+
+async def test_redis_restart(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+    redis = await RedisServer(tmp_path / "redis").start()
+    proc = await provider("redis", nats_url, nc, tmp_path, {"url": redis.url(0)})
+    try:
+
+        async def restart() -> None:
+            # SHUTDOWN SAVE: the server writes what it applied, so the restarted one
+            # still has the counter (the test server runs without persistence).
+            with contextlib.suppress(Exception):
+                r, w = await asyncio.open_connection("127.0.0.1", redis.port)
+                w.write(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n")
+                await w.drain()
+                await asyncio.wait_for(r.read(), 10)
+                w.close()
+            await redis.stop()
+            await asyncio.sleep(1.0)
+            await redis.start()
+
+        tally, value = await drive(nc, proc, restart)
+        check("redis restart", tally, value)
+    finally:
+        await proc.stop()
+        await redis.stop()
+
+
+async def test_redis_frozen_past_the_socket_timeout(
+    nats_url: str, nc: NATS, tmp_path: Path
+) -> None:
+    """Commands sent to a frozen Redis time out at the client and are applied when it
+    thaws: the provider must call those `timeout`, never an error."""
+    redis = await RedisServer(tmp_path / "redis").start()
+    proc = await provider("redis", nats_url, nc, tmp_path, {"url": redis.url(0)})
+    try:
+
+        async def freeze() -> None:
+            assert redis.process is not None
+            redis.process.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(3.0)  # the store's socket timeout is 2 s
+            finally:
+                redis.process.send_signal(signal.SIGCONT)
+
+        tally, value = await drive(nc, proc, freeze)
+        check("redis frozen", tally, value)
+        assert tally.timeouts > 0
+    finally:
+        await proc.stop()
+        await redis.stop()
+
+
+async def test_vault_sealed_and_unsealed(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+    vault = await VaultServer(tmp_path / "bao").start()
+    proc = await provider("vault", nats_url, nc, tmp_path, {"addr": vault.addr}, token=vault.token)
+    try:
+
+        async def seal() -> None:
+            await vault.seal()
+            await asyncio.sleep(1.0)
+            await vault.unseal()
+
+        tally, value = await drive(nc, proc, seal)
+        check("vault seal", tally, value)
+    finally:
+        await proc.stop()
+        await vault.stop()
+
+
+async def test_nats_kv_server_restarted(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+    """The bucket lives on a NATS server of its own (link setting `url`), restarted on
+    its port with its store directory, while the lattice NATS stays up."""
+    kv_nats = natsd.EmbeddedNats(
+        host="127.0.0.1",
+        port=natsd.free_port(),
+        store_dir=tmp_path / "kvjs",
+        log_file=tmp_path / "kvnats.log",
+    )
+    await kv_nats.start()
+    proc = await provider("nats", nats_url, nc, tmp_path, {"bucket": "acct", "url": kv_nats.url})
+    try:
+
+        async def restart() -> None:
+            await kv_nats.stop()
+            await asyncio.sleep(1.0)
+            await kv_nats.start()
+
+        tally, value = await drive(nc, proc, restart)
+        check("nats kv restart", tally, value)
+    finally:
+        await proc.stop()
+        await kv_nats.stop()
