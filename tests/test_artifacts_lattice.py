@@ -16,12 +16,16 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
+from components.build import build
 from host.config import ArtifactSettings, HostConfig
 from host.host import Host
+from host.identity import load_identity
+from host.runtime.engine import COMPILE_KEY
 from lattice.artifacts import ops
-from lattice.artifacts.compiled import SIGNER_HEADER
+from lattice.artifacts.compiled import SIGNATURE_HEADER, SIGNER_HEADER, object_name, sign
 from lattice.artifacts.fetch import FetchPolicy
-from lattice.artifacts.refs import LatticeRef, sha256_digest
+from lattice.artifacts.oci import Credentials, OciClient
+from lattice.artifacts.refs import LatticeRef, OciRef, parse, sha256_digest
 from lattice.artifacts.store import (
     ArtifactStore,
     ObjectBucket,
@@ -30,8 +34,9 @@ from lattice.artifacts.store import (
     compiled_bucket,
 )
 from lattice.artifacts.wasm import world
-from lattice.client import LatticeClient
+from lattice.client import LatticeClient, LatticeError
 from lattice.controller.run.service import Controller
+from tests.events import EventRecorder
 from tests.test_oci_registry import DistributionRegistry
 
 pytestmark = pytest.mark.slow
@@ -243,3 +248,71 @@ async def test_oci_flow_two_hosts_restart_with_registry_down(
         await served_by(client, "hello-echo", {a.host_id, b2.host_id})
     finally:
         await registry.stop()
+
+
+async def test_compiled_artifacts_not_signed_by_a_lattice_host_are_never_loaded(
+    isolated: Start, client: LatticeClient, built
+) -> None:
+    """Deserializing runs native code: a stranger's artifact, or one whose bytes do not
+    match the lattice host's signature, is ignored; the host compiles and republishes."""
+    a = await isolated("a")
+    bucket = ObjectBucket(client.nc, compiled_bucket(client.lattice), "")
+    stranger = load_identity(None)
+    garbage = b"\x7fELF pretend native code"
+    cases = [
+        ("echo", "v1", stranger, garbage),  # valid signature, but no host of this lattice
+        ("echo", "v2", a.identity, b"other bytes"),  # a lattice host signed other bytes
+    ]
+    for name, variant, signer, signed in cases:
+        wasm = build(name, variant).read_bytes()
+        digest = sha256_digest(wasm)
+        headers = {
+            SIGNER_HEADER: signer.host_id,
+            SIGNATURE_HEADER: sign(signer.sign, digest, COMPILE_KEY, signed),
+        }
+        await bucket.put(object_name(digest, COMPILE_KEY), garbage, headers)
+
+    b = await isolated("b")
+    for n, (name, variant, _signer, _signed) in enumerate(cases):
+        ref = f"lattice://{name}-{variant}:1.0.0"
+        await ops.push(
+            ref, build(name, variant), nc=client.nc, lattice=client.lattice, policy=FetchPolicy()
+        )
+        await client.scale_component(b.host_id, ref, f"c{n}", 1, wait=240)
+        assert await client.call(f"c{n}", "echo", ["x"]) == "x"
+    assert b.cache.sources["compiled"] == 2 and b.cache.sources["lattice"] == 0
+    for entry in await bucket.list():  # replaced by b's own, properly signed artifacts
+        assert entry.headers[SIGNER_HEADER] == b.host_id
+
+
+async def test_registry_credentials_come_from_named_config_and_never_show(
+    isolated: Start, client: LatticeClient, built, tmp_path
+) -> None:
+    secret = "pw-never-shown-4711"
+    reg = DistributionRegistry(tmp_path / "authreg", users={"ada": secret})
+    await reg.start()
+    try:
+        ref = f"{reg.address}/lattice/echo:0.1.0"
+        pusher = OciClient(
+            insecure={reg.address}, credentials={reg.address: Credentials("ada", secret)}
+        )
+        parsed = parse(ref)
+        assert isinstance(parsed, OciRef)
+        await pusher.push(parsed, built["echo"].read_bytes())
+        rec = await EventRecorder.start(client.nc, client.lattice)
+        host = await isolated(
+            "a", insecure_registries=(reg.address,), registry_configs={reg.address: "regcreds"}
+        )
+        with pytest.raises(LatticeError, match=f"registry {reg.address} refused access"):
+            await client.scale_component(host.host_id, ref, "echo", 1, wait=60)
+        await client.put_config(
+            "regcreds", {"username": "ada", "password": secret}, ["password"], wait=10
+        )
+        await client.scale_component(host.host_id, ref, "echo", 1, wait=240)
+        assert await client.call("echo", "echo", ["ok"]) == "ok"
+        inventory = (await client.inventory(host.host_id)).model_dump_json()
+        assert "echo" in inventory and secret not in inventory
+        assert rec.events and all(secret not in json.dumps(e) for e in rec.events)
+        assert secret not in json.dumps(await client.get_config("regcreds"))
+    finally:
+        await reg.stop()

@@ -69,7 +69,7 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"error: {message}", markup=False, highlight=False)
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -103,7 +103,6 @@ async def _with_nats(
     ref: str,
     url: str,
     lattice: str,
-    allow_latest: bool,
     work: Callable[[NATS | None], Awaitable[T]],
 ) -> T:
     """Connect to NATS only when the reference needs the lattice."""
@@ -122,17 +121,16 @@ def _show(d: ops.Described, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(body))
         return
-    table = Table(show_header=False, box=None)
-    for key in ("ref", "digest", "size", *sorted(d.extra)):
-        table.add_row(key, str(body.get(key)))
-    table.add_row("signature", "none (components are not signed yet)")
-    out.print(table)
+    rows = [(k, str(body.get(k))) for k in ("ref", "digest", "size", *sorted(d.extra))]
+    rows.append(("signature", "none (components are not signed yet)"))
+    for key, value in rows:  # one line each, never wrapped: digests are copied from here
+        out.print(f"{key:<17} {value}", markup=False, highlight=False, soft_wrap=True)
     if d.world is not None:
         out.print("world:")
         for name in d.world.imports:
-            out.print(f"  import {name};", markup=False, highlight=False)
+            out.print(f"  import {name};", markup=False, highlight=False, soft_wrap=True)
         for name in d.world.exports:
-            out.print(f"  export {name};", markup=False, highlight=False)
+            out.print(f"  export {name};", markup=False, highlight=False, soft_wrap=True)
 
 
 def push(

@@ -66,9 +66,9 @@ async def push(
     policy: FetchPolicy,
     credentials: Credentials | None = None,
 ) -> Described:
+    parsed = refs.parse(ref, allow_latest=policy.allow_latest)
     data = await read_file(file)
     check_component(data, str(file))
-    parsed = refs.parse(ref, allow_latest=policy.allow_latest)
     if isinstance(parsed, LatticeRef):
         if nc is None:
             raise RefError(f"{ref}: pushing to the lattice needs a NATS connection")
