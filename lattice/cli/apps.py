@@ -147,7 +147,7 @@ def app_deploy(
 
     Each component's progress shows until the app is deployed or failed.
 
-    Example: lattice app deploy manifests/kvcounter.yaml
+    Example: lattice app deploy manifests/hello.yaml
     Example: lattice app deploy hello --version v1
     """
     path = Path(target_arg)

@@ -266,17 +266,30 @@ def show_or_watch(
 
     async def loop(c: LatticeClient) -> None:
         last: str | None = None
-        live = Live(console=out, auto_refresh=False) if fmt is Format.table else None
+        in_place = fmt is Format.table and out.is_terminal
+        live = Live(console=out, auto_refresh=False) if in_place else None
         with live or contextlib.nullcontext():
             while True:
                 data = await fetch(c)
                 if live is not None:
                     live.update(table(data), refresh=True)
+                    await asyncio.sleep(interval)
+                    continue
+                # Not a terminal: print each new state once (a blank line between
+                # tables, one JSON document per line, YAML documents separated by ---).
+                if fmt is Format.table:
+                    with out.capture() as cap:
+                        out.print(table(data))
+                    text = cap.get()
                 else:
                     text = dump(data, fmt, compact=fmt is Format.json)
-                    if text != last:
+                if text != last:
+                    if fmt is Format.table:
+                        out.file.write(text + "\n")
+                        out.file.flush()
+                    else:
                         print(text if fmt is Format.json else f"---\n{text}", flush=True)
-                    last = text
+                last = text
                 await asyncio.sleep(interval)
 
     with contextlib.suppress(KeyboardInterrupt):

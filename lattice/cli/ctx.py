@@ -164,7 +164,7 @@ def ctx_list(output: OutputOpt = Format.table, as_json: AsJson = False) -> None:
 def ctx_del(name: Annotated[str, typer.Argument(metavar="NAME", help="Context name.")]) -> None:
     """Delete a context.
 
-    Example: lattice ctx del old
+    Example: lattice ctx del prod
     """
     data = load()
     if data.contexts.pop(name, None) is None:
