@@ -248,11 +248,11 @@ class Host:
         if hasattr(self, "providers"):
             await self.providers.stop_all()
         gc.collect()  # drop dead stores now, not in wasmtime's threads at interpreter exit
+        if self._beat is not None:  # silent before it says goodbye, never after
+            await asyncio.to_thread(self._beat.stop)
         await self.publish_event(
             "host_stopped", events.host_stopped(self.host_id, self.labels, reason)
         )
-        if self._beat is not None:
-            await asyncio.to_thread(self._beat.stop)
         if hasattr(self, "state"):
             await self.state.stop()
         if self.nc.is_connected:

@@ -113,6 +113,7 @@ class Observer:
         self._beat_timers: dict[str, asyncio.TimerHandle] = {}
         self._beat_sub: Subscription | None = None
         self._refreshing: set[str] = set()
+        self._said_goodbye: set[str] = set()  # host_stopped seen; late beats are ignored
         self.state = LatticeState(nc, lattice)
         self.changed = asyncio.Event()
         self.listeners: list[EventListener] = []
@@ -169,11 +170,14 @@ class Observer:
             return
         host_id = data.get("host_id") or ev.get("source")
         now = self.clock()
+        if kind in ("host_started", "host_heartbeat"):
+            self._said_goodbye.discard(host_id)
         if kind == "host_heartbeat":
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 self.hosts[host_id] = HostSnapshot.from_inventory(data, last_seen=now)
         elif kind == "host_stopped":
             self.hosts.pop(host_id, None)
+            self._said_goodbye.add(host_id)
             self.beats.pop(host_id, None)
             timer = self._beat_timers.pop(host_id, None)
             if timer is not None:
@@ -193,6 +197,8 @@ class Observer:
         if beat is None:
             return
         host_id, _seq, interval = beat
+        if host_id in self._said_goodbye:
+            return  # sent before its host_stopped, arrived after
         now = self.clock()
         previous = self.beats.get(host_id)
         self.beats[host_id] = (now, interval)
