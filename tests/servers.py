@@ -38,7 +38,7 @@ import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
-from lattice import codec
+from lattice import codec, natsd
 from lattice.natsd import free_port
 from lattice.protocol.envelope import CtlReply
 from lattice.protocol.invocation import (
@@ -276,6 +276,20 @@ class VaultServer:
             if probe.status_code in (200, 404):
                 return
             await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- NATS
+
+
+def nats_server(workdir: Path) -> natsd.EmbeddedNats:
+    """A nats-server of one test's own (not started), JetStream stored in `workdir`, so
+    `stop()` / `start()` again keep its data and port."""
+    return natsd.EmbeddedNats(
+        host="127.0.0.1",
+        port=free_port(),
+        store_dir=workdir / "js",
+        log_file=workdir / "nats.log",
+    )
 
 
 # ---------------------------------------------------------------------- providers

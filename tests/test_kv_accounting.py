@@ -22,20 +22,18 @@ import collections
 import contextlib
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from lattice import natsd
 from lattice.protocol.invocation import ErrorKind, InvocationError
 from providers.sdk import HostData
-from tests.servers import ProviderProcess, RedisServer, VaultServer, link, rpc
+from tests.servers import ProviderProcess, RedisServer, VaultServer, link, nats_server, rpc
 
 WORKERS = 8
 CALLS = 200
@@ -132,15 +130,6 @@ def check(backend: str, tally: Tally, value: int) -> None:
         assert value == tally.ok
 
 
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    conn = await nats.connect(nats_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def provider(
     backend: str, nats_url: str, nc: NATS, tmp: Path, config: dict[str, str], **secrets: str
 ) -> ProviderProcess:
@@ -159,93 +148,101 @@ async def provider(
     return proc
 
 
-async def test_redis_restart(nats_url: str, nc: NATS, tmp_path: Path) -> None:
-    redis = await RedisServer(tmp_path / "redis").start()
-    proc = await provider("redis", nats_url, nc, tmp_path, {"url": redis.url(0)})
+async def run_case(
+    label: str,
+    backend: str,
+    config: dict[str, str],
+    disrupt: Callable[[], Awaitable[None]],
+    env: tuple[str, NATS, Path],
+    **secrets: str,
+) -> Tally:
+    """One provider process, the load with `disrupt()` in the middle, the check."""
+    nats_url, nc, tmp = env
+    proc = await provider(backend, nats_url, nc, tmp, config, **secrets)
     try:
-
-        async def restart() -> None:
-            # SHUTDOWN SAVE: the server writes what it applied, so the restarted one
-            # still has the counter (the test server runs without persistence).
-            with contextlib.suppress(Exception):
-                r, w = await asyncio.open_connection("127.0.0.1", redis.port)
-                w.write(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n")
-                await w.drain()
-                await asyncio.wait_for(r.read(), 10)
-                w.close()
-            await redis.stop()
-            await asyncio.sleep(1.0)
-            await redis.start()
-
-        tally, value = await drive(nc, proc, restart)
-        check("redis restart", tally, value)
+        tally, value = await drive(nc, proc, disrupt)
+        check(label, tally, value)
+        return tally
     finally:
         await proc.stop()
+
+
+@pytest.fixture
+def env(nats_url: str, nc: NATS, tmp_path: Path) -> tuple[str, NATS, Path]:
+    return nats_url, nc, tmp_path
+
+
+async def test_redis_restart(env: tuple[str, NATS, Path], tmp_path: Path) -> None:
+    redis = await RedisServer(tmp_path / "redis").start()
+
+    async def restart() -> None:
+        # SHUTDOWN SAVE: the server writes what it applied, so the restarted one
+        # still has the counter (the test server runs without persistence).
+        with contextlib.suppress(Exception):
+            r, w = await asyncio.open_connection("127.0.0.1", redis.port)
+            w.write(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n")
+            await w.drain()
+            await asyncio.wait_for(r.read(), 10)
+            w.close()
+        await redis.stop()
+        await asyncio.sleep(1.0)
+        await redis.start()
+
+    try:
+        await run_case("redis restart", "redis", {"url": redis.url(0)}, restart, env)
+    finally:
         await redis.stop()
 
 
 async def test_redis_frozen_past_the_socket_timeout(
-    nats_url: str, nc: NATS, tmp_path: Path
+    env: tuple[str, NATS, Path], tmp_path: Path
 ) -> None:
     """Commands sent to a frozen Redis time out at the client and are applied when it
     thaws: the provider must call those `timeout`, never an error."""
     redis = await RedisServer(tmp_path / "redis").start()
-    proc = await provider("redis", nats_url, nc, tmp_path, {"url": redis.url(0)})
+
+    async def freeze() -> None:
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3.0)  # the store's socket timeout is 2 s
+        finally:
+            redis.process.send_signal(signal.SIGCONT)
+
     try:
-
-        async def freeze() -> None:
-            assert redis.process is not None
-            redis.process.send_signal(signal.SIGSTOP)
-            try:
-                await asyncio.sleep(3.0)  # the store's socket timeout is 2 s
-            finally:
-                redis.process.send_signal(signal.SIGCONT)
-
-        tally, value = await drive(nc, proc, freeze)
-        check("redis frozen", tally, value)
+        tally = await run_case("redis frozen", "redis", {"url": redis.url(0)}, freeze, env)
         assert tally.timeouts > 0
     finally:
-        await proc.stop()
         await redis.stop()
 
 
-async def test_vault_sealed_and_unsealed(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+async def test_vault_sealed_and_unsealed(env: tuple[str, NATS, Path], tmp_path: Path) -> None:
     vault = await VaultServer(tmp_path / "bao").start()
-    proc = await provider("vault", nats_url, nc, tmp_path, {"addr": vault.addr}, token=vault.token)
+
+    async def seal() -> None:
+        await vault.seal()
+        await asyncio.sleep(1.0)
+        await vault.unseal()
+
     try:
-
-        async def seal() -> None:
-            await vault.seal()
-            await asyncio.sleep(1.0)
-            await vault.unseal()
-
-        tally, value = await drive(nc, proc, seal)
-        check("vault seal", tally, value)
+        config = {"addr": vault.addr}
+        await run_case("vault seal", "vault", config, seal, env, token=vault.token)
     finally:
-        await proc.stop()
         await vault.stop()
 
 
-async def test_nats_kv_server_restarted(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+async def test_nats_kv_server_restarted(env: tuple[str, NATS, Path], tmp_path: Path) -> None:
     """The bucket lives on a NATS server of its own (link setting `url`), restarted on
     its port with its store directory, while the lattice NATS stays up."""
-    kv_nats = natsd.EmbeddedNats(
-        host="127.0.0.1",
-        port=natsd.free_port(),
-        store_dir=tmp_path / "kvjs",
-        log_file=tmp_path / "kvnats.log",
-    )
-    await kv_nats.start()
-    proc = await provider("nats", nats_url, nc, tmp_path, {"bucket": "acct", "url": kv_nats.url})
+    kv_nats = await nats_server(tmp_path / "kv-nats").start()
+
+    async def restart() -> None:
+        await kv_nats.stop()
+        await asyncio.sleep(1.0)
+        await kv_nats.start()
+
     try:
-
-        async def restart() -> None:
-            await kv_nats.stop()
-            await asyncio.sleep(1.0)
-            await kv_nats.start()
-
-        tally, value = await drive(nc, proc, restart)
-        check("nats kv restart", tally, value)
+        config = {"bucket": "acct", "url": kv_nats.url}
+        await run_case("nats kv restart", "nats", config, restart, env)
     finally:
-        await proc.stop()
         await kv_nats.stop()

@@ -31,7 +31,7 @@ from lattice.client import LatticeClient
 from lattice.controller.run.service import Controller
 from lattice.protocol.invocation import ERROR_HEADER, HOST_HEADER, SOURCE_HEADER
 from providers.sdk import HostData, Link, Provider, lifetime, operation, run
-from tests.servers import ProviderProcess, control
+from tests.servers import ProviderProcess, control, nats_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 5.0  # seconds: the promise under test
@@ -136,13 +136,7 @@ async def kill_host(proc: asyncio.subprocess.Process) -> None:
 @pytest.fixture
 async def own_nats(tmp_path: Path) -> AsyncIterator[natsd.EmbeddedNats]:
     """A nats-server of this test alone, so the test can take it away."""
-    server = natsd.EmbeddedNats(
-        host="127.0.0.1",
-        port=natsd.free_port(),
-        store_dir=tmp_path / "js",
-        log_file=tmp_path / "nats.log",
-    )
-    await server.start()
+    server = await nats_server(tmp_path).start()
     try:
         yield server
     finally:
@@ -168,6 +162,21 @@ async def started(
     if nc is not None:
         await proc.wait_ready(nc)
     return proc
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, nats_url: str) -> AsyncIterator[tuple[NATS, ProviderProcess]]:
+    """A connection to `nats_url` and the slow provider on it, ready; both stopped after."""
+    nc = NATS()
+    await nc.connect(nats_url)
+    try:
+        proc = await started(tmp_path, nats_url, nc)
+        try:
+            yield nc, proc
+        finally:
+            await proc.stop()
+    finally:
+        await nc.close()
 
 
 async def timed_exit(proc: ProviderProcess) -> tuple[float, int]:
@@ -304,10 +313,7 @@ async def served_by(client: LatticeClient, lattice: str) -> str | None:
 
 
 async def test_sigterm_while_connected_and_mid_call(tmp_path: Path, own_nats) -> None:
-    nc = NATS()
-    await nc.connect(own_nats.url)
-    proc = await started(tmp_path, own_nats.url, nc)
-    try:
+    async with serving(tmp_path, own_nats.url) as (nc, proc):
         hd = proc.host_data
         subject = f"{hd.lattice}.slow.rpc.{SLEEP_OP}"
         headers = {SOURCE_HEADER: "comp-a"}
@@ -321,17 +327,10 @@ async def test_sigterm_while_connected_and_mid_call(tmp_path: Path, own_nats) ->
         assert codec.unpack((await short).data) == "slept"  # finished before the stop
         with pytest.raises(Exception):  # noqa: B017 - cancelled at the budget: no reply
             await long
-    finally:
-        await proc.stop()
-        await nc.close()
 
 
 async def test_sigterm_while_nats_is_unreachable(tmp_path: Path, own_nats) -> None:
-    nc = NATS()
-    await nc.connect(own_nats.url)
-    proc = await started(tmp_path, own_nats.url, nc)
-    try:
-        await nc.close()
+    async with serving(tmp_path, own_nats.url) as (_nc, proc):
         await own_nats.stop()  # the provider now sits reconnecting
         await asyncio.sleep(1.5)
         assert proc.process is not None and proc.process.returncode is None
@@ -340,8 +339,6 @@ async def test_sigterm_while_nats_is_unreachable(tmp_path: Path, own_nats) -> No
         print(f"SIGTERM while reconnecting: exit {code} after {took:.2f}s")
         assert code == 0 and took < BOUND
         assert "reconnecting" in proc.stderr()
-    finally:
-        await proc.stop()
 
 
 async def test_sigterm_while_still_connecting(tmp_path: Path) -> None:
@@ -365,10 +362,7 @@ async def test_sigterm_while_still_connecting(tmp_path: Path) -> None:
 
 
 async def test_a_second_sigterm_exits_at_once(tmp_path: Path, own_nats) -> None:
-    nc = NATS()
-    await nc.connect(own_nats.url)
-    proc = await started(tmp_path, own_nats.url, nc)
-    try:
+    async with serving(tmp_path, own_nats.url) as (nc, proc):
         subject = f"{proc.host_data.lattice}.slow.rpc.{SLEEP_OP}"
         call = asyncio.create_task(
             nc.request(subject, codec.pack([60]), 30, headers={SOURCE_HEADER: "comp-a"})
@@ -380,19 +374,13 @@ async def test_a_second_sigterm_exits_at_once(tmp_path: Path, own_nats) -> None:
         took, code = await timed_exit(proc)
         assert code == 128 + signal.SIGTERM and took < 1.0, (code, took)
         call.cancel()
-    finally:
-        await proc.stop()
-        await nc.close()
 
 
 # ---------------------------------------------------------------------- stdin and parent
 
 
 async def test_stdin_eof_alone_stops_the_provider(tmp_path: Path, own_nats) -> None:
-    nc = NATS()
-    await nc.connect(own_nats.url)
-    proc = await started(tmp_path, own_nats.url, nc)
-    try:
+    async with serving(tmp_path, own_nats.url) as (nc, proc):
         health = await control(nc, f"{proc.ctl}.health", {})
         assert health.success
         assert proc.process is not None and proc.process.stdin is not None
@@ -401,9 +389,6 @@ async def test_stdin_eof_alone_stops_the_provider(tmp_path: Path, own_nats) -> N
         print(f"stdin EOF: exit {code} after {took:.2f}s")
         assert code == 0 and took < BOUND
         assert "stdin closed" in proc.stderr()
-    finally:
-        await proc.stop()
-        await nc.close()
 
 
 async def test_a_host_that_died_before_the_provider_looked_stops_it(
