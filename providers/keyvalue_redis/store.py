@@ -7,13 +7,15 @@ share a key; keys are stored as they are (Redis keys are binary-safe). list-keys
 common case; otherwise (u64 beyond i64, "+5" that INCRBY would accept) GET then a
 compare-and-set script, retried on a lost race, so it is atomic and u64-exact.
 
-Accounting: nothing is retried blindly. redis-py 5+ retries every command on
-ConnectionError/TimeoutError by default (`Retry(ExponentialWithJitterBackoff, 3)`,
-10 retries in redis-py 8) and turns a connection lost during WATCH/MULTI/EXEC into
-`WatchError`, the "retry me" signal; a retried INCRBY whose reply was lost counts
-twice. So `connect` builds clients with no automatic retry, and this store decides:
-reads are tried once more on a lost connection (a read applies nothing); a write is
-never repeated. Failing to *connect* means nothing was sent: `Unavailable`. A write
+Accounting: nothing is retried blindly. redis-py retries every command on
+ConnectionError/TimeoutError by default (8.1, installed here: `Retry` with exponential
+backoff, 10 retries, for `Redis` and `RedisCluster` alike; the provider used to ask for
+one) and turns a connection lost during WATCH/MULTI/EXEC into `WatchError`, the "retry
+me" signal; a retried INCRBY whose reply was lost counts twice (measured: 1608 in the
+backend for 1600 acknowledged increments, Redis frozen past the socket timeout). So
+`connect` builds clients with no automatic retry, and this store decides: reads are
+tried once more on a lost connection (a read applies nothing); a write is never
+repeated. Failing to *connect* means nothing was sent: `Unavailable`. A write
 sent with no answer (lost connection, socket timeout) may have been applied:
 `Indeterminate`. Authentication failures are `access-denied`.
 """
@@ -204,6 +206,8 @@ class RedisStore(Store):
         raise contention(key)
 
     async def increment(self, bucket: str, key: str, delta: int) -> int:
+        # redis-py's Script sends the script again after NOSCRIPT (a restarted server
+        # lost its script cache): safe, since the server ran nothing.
         if delta <= I64_MAX:
             with _errors(write=True):
                 try:
