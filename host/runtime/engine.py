@@ -19,10 +19,8 @@ import asyncio
 import collections
 import hashlib
 import importlib.metadata
-import os
 import platform
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import structlog
 import wasmtime
 from wasmtime.component import Component
 
+from lattice.artifacts.cache import write_atomic
 from lattice.artifacts.compiled import CompileKey, SharedCompiles
 from lattice.artifacts.fetch import Fetcher
 
@@ -224,11 +223,4 @@ class CompileCache:
             return await asyncio.to_thread(self.load, wasm)
 
     def _store(self, path: Path, data: bytes | bytearray) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".cwasm")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not write compile cache", path=str(path), error=str(exc))
-            Path(tmp).unlink(missing_ok=True)
+        write_atomic(path, data, "compile cache")

@@ -23,6 +23,22 @@ from lattice.artifacts.refs import check_digest, sha256_digest
 log = structlog.get_logger("lattice.artifacts.cache")
 
 
+def write_atomic(path: Path, data: bytes | bytearray, what: str = "artifact cache") -> bool:
+    """Write via a temp file + rename, so a reader never sees half a file; False (and a
+    warning) when the disk refuses — a cache that cannot be written is not an error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        log.warning(f"could not write {what}", path=str(path), error=str(exc))
+        Path(tmp).unlink(missing_ok=True)
+        return False
+
+
 class LocalCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -55,19 +71,8 @@ class LocalCache:
         path = self.path(digest)
         if path.exists():
             return digest
-        self._write(path, data)
+        write_atomic(path, data)
         return digest
-
-    def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not write artifact cache", path=str(path), error=str(exc))
-            Path(tmp).unlink(missing_ok=True)
 
     # -- what references resolved to --------------------------------------------------
 
@@ -87,4 +92,4 @@ class LocalCache:
             if index.get(key) == digest:
                 return
             index[key] = digest
-            self._write(self._index_path, json.dumps(index, indent=1, sort_keys=True).encode())
+            write_atomic(self._index_path, json.dumps(index, indent=1, sort_keys=True).encode())

@@ -133,6 +133,30 @@ def _show(d: ops.Described, as_json: bool) -> None:
             out.print(f"  export {name};", markup=False, highlight=False, soft_wrap=True)
 
 
+def _registry_op(
+    ref: str,
+    nats_url: str,
+    lattice: str,
+    insecure: list[str] | None,
+    allow_latest: bool,
+    username: str | None,
+    password_stdin: bool,
+    op: Callable[..., Awaitable[T]],
+) -> T:
+    """Run `op(nc=…, lattice=…, policy=…, credentials=…)` the way every artifact
+    command does: policy and credentials from the flags, NATS only for lattice refs."""
+    policy = _policy(insecure, allow_latest)
+    creds = _credentials(username, password_stdin)
+    return _run(
+        lambda: _with_nats(
+            ref,
+            nats_url,
+            lattice,
+            lambda nc: op(nc=nc, lattice=lattice, policy=policy, credentials=creds),
+        )
+    )
+
+
 def push(
     ref: Annotated[str, typer.Argument(help="lattice://NAME:VERSION or registry/repo:tag")],
     file: Annotated[Path, typer.Argument(help="The component (.wasm).")],
@@ -145,17 +169,15 @@ def push(
     as_json: AsJson = False,
 ) -> None:
     """Store a component in the lattice or push it to an OCI registry (CNCF Wasm layout)."""
-    policy = _policy(allow_insecure_registry, allow_latest)
-    creds = _credentials(username, password_stdin)
-    d = _run(
-        lambda: _with_nats(
-            ref,
-            nats_url,
-            lattice,
-            lambda nc: ops.push(
-                ref, file, nc=nc, lattice=lattice, policy=policy, credentials=creds
-            ),
-        )
+    d = _registry_op(
+        ref,
+        nats_url,
+        lattice,
+        allow_insecure_registry,
+        allow_latest,
+        username,
+        password_stdin,
+        lambda **kw: ops.push(ref, file, **kw),
     )
     _show(d, as_json)
 
@@ -174,15 +196,15 @@ def pull(
     as_json: AsJson = False,
 ) -> None:
     """Fetch a component, check its digest, and show what it is (optionally save it)."""
-    policy = _policy(allow_insecure_registry, allow_latest)
-    creds = _credentials(username, password_stdin)
-    d, data = _run(
-        lambda: _with_nats(
-            ref,
-            nats_url,
-            lattice,
-            lambda nc: ops.pull(ref, nc=nc, lattice=lattice, policy=policy, credentials=creds),
-        )
+    d, data = _registry_op(
+        ref,
+        nats_url,
+        lattice,
+        allow_insecure_registry,
+        allow_latest,
+        username,
+        password_stdin,
+        lambda **kw: ops.pull(ref, **kw),
     )
     if output is not None:
         try:
@@ -203,17 +225,15 @@ def inspect(
     as_json: AsJson = False,
 ) -> None:
     """Digest, size and WIT world (imports/exports) of a file, lattice artifact or OCI ref."""
-    policy = _policy(allow_insecure_registry, allow_latest)
-    creds = _credentials(username, password_stdin)
-    d = _run(
-        lambda: _with_nats(
-            target,
-            nats_url,
-            lattice,
-            lambda nc: ops.inspect(
-                target, nc=nc, lattice=lattice, policy=policy, credentials=creds
-            ),
-        )
+    d = _registry_op(
+        target,
+        nats_url,
+        lattice,
+        allow_insecure_registry,
+        allow_latest,
+        username,
+        password_stdin,
+        lambda **kw: ops.inspect(target, **kw),
     )
     _show(d, as_json)
 
