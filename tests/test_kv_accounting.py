@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -32,7 +33,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from lattice.protocol.invocation import ErrorKind, InvocationError
-from providers.sdk import HostData
+from providers.keyvalue import KeyValueProvider, Store
+from providers.keyvalue.semantics import Indeterminate, Unavailable
+from providers.keyvalue.store import Update
+from providers.keyvalue_redis.store import RedisStore, connect
+from providers.sdk import HostData, Link
 from tests.servers import ProviderProcess, RedisServer, VaultServer, link, nats_server, rpc
 
 WORKERS = 8
@@ -246,3 +251,110 @@ async def test_nats_kv_server_restarted(env: tuple[str, NATS, Path], tmp_path: P
         await run_case("nats kv restart", "nats", config, restart, env)
     finally:
         await kv_nats.stop()
+
+
+# ---------------------------------------------------------------------- classification
+
+
+class _Scripted(Store):
+    """A store whose writes and reads fail the way a test says."""
+
+    backend = "scripted"
+
+    def __init__(self) -> None:
+        self.fail: Exception | None = None
+        self.hang = False
+
+    @property
+    def where(self) -> str:
+        return "scripted store"
+
+    async def _maybe(self) -> None:
+        if self.hang:
+            await asyncio.sleep(60)
+        if self.fail is not None:
+            raise self.fail
+
+    async def get(self, bucket: str, key: str) -> bytes | None:
+        await self._maybe()
+        return None
+
+    async def set(self, bucket: str, key: str, value: bytes) -> None:
+        await self._maybe()
+
+    async def delete(self, bucket: str, key: str) -> None:
+        await self._maybe()
+
+    async def keys(self, bucket: str) -> list[str]:
+        await self._maybe()
+        return []
+
+    async def update(self, bucket: str, key: str, fn: Update) -> bytes:
+        await self._maybe()
+        return fn(None)
+
+    async def ping(self) -> None:
+        await self._maybe()
+
+
+class _ScriptedKV(KeyValueProvider):
+    op_timeout = 0.2
+
+    async def open_store(self, link: Link) -> Store:
+        self.store = _Scripted()
+        return self.store
+
+
+async def test_an_unknown_outcome_is_a_timeout_and_a_refusal_an_err() -> None:
+    p = _ScriptedKV(HostData(lattice="l", nats_url="n", provider_id="kv", host_id="h"))
+    lk = link("comp-a", "kv", {})
+    await p.add_link(lk)
+
+    async def incr() -> Any:
+        return await p.op_increment(lk, ["", "n", 1])
+
+    async def get() -> Any:
+        return await p.op_get(lk, ["", "n"])
+
+    assert await incr() == {"ok": 1}
+    p.store.fail = Unavailable("scripted", "connection refused")  # never sent
+    assert await incr() == {"err": {"other": "scripted unavailable: connection refused"}}
+    p.store.fail = Indeterminate("scripted", "reply lost")  # sent, no answer
+    with pytest.raises(InvocationError) as info:
+        await incr()
+    assert info.value.kind == ErrorKind.TIMEOUT and "outcome is unknown" in info.value.message
+    assert await get() == {"err": {"other": "scripted unavailable: reply lost"}}  # a read
+    p.store.fail, p.store.hang = None, True  # no answer within op_timeout
+    with pytest.raises(InvocationError) as info:
+        await incr()
+    assert info.value.kind == ErrorKind.TIMEOUT
+    assert "no answer within 0.2s" in (await get())["err"]["other"]
+
+
+async def test_redis_store_tells_never_sent_from_sent_without_answer(tmp_path: Path) -> None:
+    """A refused connection is Unavailable (definite); a frozen server is Indeterminate
+    for a write and Unavailable for a read; neither is retried into a double write."""
+    redis = RedisServer(tmp_path / "redis")
+    client = connect(redis.url(0), connect_timeout=0.5, command_timeout=0.5)
+    store = RedisStore(client, "redis test")
+    try:
+        with pytest.raises(Unavailable) as refused:
+            await store.increment("b", "k", 1)
+        assert not isinstance(refused.value, Indeterminate)
+        await redis.start()
+        assert await store.increment("b", "k", 1) == 1
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(Indeterminate):
+                await store.increment("b", "k", 1)
+            with pytest.raises(Unavailable) as read:
+                await store.get("b", "k")
+            assert not isinstance(read.value, Indeterminate)
+        finally:
+            redis.process.send_signal(signal.SIGCONT)
+        assert await store.get("b", "k") == b"2"  # the lost reply's write was applied once
+        assert await store.increment("b", "k", 2**64 - 3) == 2**64 - 1  # the exact path
+    finally:
+        await client.aclose()
+        await redis.stop()
