@@ -302,3 +302,40 @@ async def test_swap_across_hosts_fails_no_call_and_counts_exactly(
     await client.del_link("counter", *KV)
     got = await client.call("counter", f"{COUNTER}.increment", [key])
     assert "no link" in got["err"] and time.monotonic() - t0 < 5
+
+
+@pytest.mark.slow
+async def test_a_source_host_with_a_stale_copy_still_reaches_the_new_target(
+    start_host, client: LatticeClient, linked_refs
+) -> None:
+    """A host that missed a swap (its watcher behind, as while it reconnects) routes to
+    the old target; once that target has drained the link it answers `not-linked`, and
+    the bridge reads the bucket and sends the call to the new target. No call fails."""
+    comp_host = await start_host()
+    prov_host = await start_host()
+    suffix = uuid.uuid4().hex[:6]
+    for name in ("a", "b"):
+        await client.put_config(f"kv-{name}", {"bucket": f"stale{name}{suffix}"})
+        await client.start_provider(prov_host.host_id, "builtin://keyvalue-nats", f"kv-{name}")
+    for _ in range(200):
+        running = prov_host.providers.running
+        if len(running) == 2 and all(p.healthy for p in running.values()):
+            break
+        await asyncio.sleep(0.05)
+    await client.scale_component(comp_host.host_id, linked_refs["counter"], "counter", 2)
+    await client.put_link("counter", "kv-a", *KV, IFACES, target_config=["kv-a"])
+    assert await client.call("counter", f"{COUNTER}.increment", ["k"]) == {"ok": 1}
+
+    await comp_host.state.stop()  # the source host stops seeing changes
+    try:
+        await client.put_link("counter", "kv-b", *KV, IFACES, target_config=["kv-b"], replace=True)
+        assert comp_host.state.links[("counter", *KV, "default")].target == "kv-a"
+        # within the drain, the old target still serves what the stale host sends it
+        assert await client.call("counter", f"{COUNTER}.increment", ["k"]) == {"ok": 2}
+        await asyncio.sleep(6.0)  # past the old target's drain (5 s)
+        # now kv-a holds no link: not-linked, the bridge re-reads, kv-b counts from 1
+        assert await client.call("counter", f"{COUNTER}.increment", ["k"]) == {"ok": 1}
+        assert await client.call("counter", f"{COUNTER}.increment", ["k"]) == {"ok": 2}
+    finally:
+        comp_host.bridge.links = comp_host.state.links
+    assert await client.call("counter", f"{COUNTER}.increment", ["k"]) == {"ok": 3}
