@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from host.identity import load_identity
-from lattice.artifacts import compiled, layout, refs
+from lattice.artifacts import compiled, layout, oci, refs
 from lattice.artifacts.cache import LocalCache
 from lattice.artifacts.refs import LatticeRef, OciRef, RefError
 from lattice.artifacts.wasm import NotAComponent, World, check_component, world
@@ -152,3 +153,54 @@ def test_local_cache_is_keyed_by_digest_and_drops_corrupt_entries(tmp_path: Path
     assert cache.get(digest) is None and not cache.has(digest)
     cache.remember("lattice://echo:1", digest)
     assert LocalCache(tmp_path).remembered("lattice://echo:1") == digest
+
+
+def test_bearer_challenge_is_parsed() -> None:
+    scheme, params = oci.parse_challenge(
+        'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+        'scope="repository:org/app:pull"'
+    )
+    assert scheme == "bearer"
+    assert params == {
+        "realm": "https://auth.example.com/token",
+        "service": "registry.example.com",
+        "scope": "repository:org/app:pull",
+    }
+
+
+async def test_bearer_token_flow_sends_credentials_only_to_the_token_service() -> None:
+    """The registry-side Bearer dance, on an in-memory transport (the real registry tests
+    cover Basic): 401 → token service with basic credentials → retry with the token, and
+    the token is sent up front afterwards."""
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers.get("authorization")))
+        if request.url.host == "auth.example.com":
+            assert request.headers["authorization"].startswith("Basic ")
+            assert request.url.params["scope"] == "repository:org/app:pull"
+            return httpx.Response(200, json={"token": "tok-123"})
+        if request.headers.get("authorization") != "Bearer tok-123":
+            return httpx.Response(
+                401,
+                headers={
+                    "www-authenticate": 'Bearer realm="https://auth.example.com/token",'
+                    'service="r.example.com",scope="repository:org/app:pull"'
+                },
+            )
+        return httpx.Response(200, headers={"docker-content-digest": DIGEST})
+
+    class Client(oci.OciClient):
+        def _client(self) -> httpx.AsyncClient:
+            return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+    client = Client(credentials={"r.example.com": oci.Credentials("ada", "pw")})
+    ref = refs.parse("r.example.com/org/app:1.0")
+    assert isinstance(ref, OciRef)
+    assert await client.resolve(ref) == DIGEST
+    assert await client.resolve(ref) == DIGEST
+    hosts = [url.split("/")[2] for url, _ in seen]
+    assert hosts == ["r.example.com", "auth.example.com", "r.example.com", "r.example.com"]
+    assert seen[-1][1] == "Bearer tok-123"  # up front the second time
+    registry_auth = [auth or "" for url, auth in seen if "//r.example.com/" in url]
+    assert not any(a.startswith("Basic") for a in registry_auth)  # creds only to the token service
