@@ -204,3 +204,30 @@ async def test_bearer_token_flow_sends_credentials_only_to_the_token_service() -
     assert seen[-1][1] == "Bearer tok-123"  # up front the second time
     registry_auth = [auth or "" for url, auth in seen if "//r.example.com/" in url]
     assert not any(a.startswith("Basic") for a in registry_auth)  # creds only to the token service
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("lattice://echo", "lattice://NAME:VERSION"),
+        ("ghcr.io/Org/app:1", "repository part 'Org'"),
+        (f"ghcr.io/org/app@sha256:{'0' * 12}", "not of the form sha256"),
+    ],
+)
+def test_manifest_validation_checks_artifact_references(image: str, message: str) -> None:
+    from lattice.controller import validate
+
+    text = json.dumps(
+        {
+            "apiVersion": "core.oam.dev/v1beta1",
+            "kind": "Application",
+            "metadata": {"name": "x", "annotations": {"version": "v1"}},
+            "spec": {
+                "components": [{"name": "c", "type": "component", "properties": {"image": image}}]
+            },
+        }
+    )
+    (problem,) = validate(text).errors
+    assert problem.path == "spec.components[0].properties.image" and message in problem.message
+    ok = text.replace(json.dumps(image), json.dumps("ghcr.io/org/app:latest"))
+    assert validate(ok).errors == []  # :latest is each host's policy, not the manifest's

@@ -135,7 +135,7 @@ def looks_like_oci(ref: str) -> bool:
     """`registry/repo[:tag|@digest]`: a first path part that names a host (has a dot or a
     port, or is localhost) — the rule container tools use. `./x.wasm`, `/abs/x.wasm` and
     `dir/x.wasm` stay file paths."""
-    if ref.startswith(("/", ".", "~")) or ref.endswith(".wasm"):
+    if "://" in ref or ref.startswith(("/", ".", "~")) or ref.endswith(".wasm"):
         return False
     first, sep, _ = ref.partition("/")
     if not sep:

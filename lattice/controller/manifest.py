@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from lattice.artifacts import refs
 from lattice.protocol.subjects import SubjectError, check_token
 
 API_VERSION = "core.oam.dev/v1beta1"
@@ -97,7 +98,8 @@ class ConfigProperty(_Model):
 class ComponentProperties(_Model):
     image: str = Field(
         min_length=1,
-        description="Component or provider reference: file:///path, http(s)://…, builtin://name.",
+        description="Component or provider reference: lattice://NAME:VERSION, an OCI "
+        "reference (registry/repo:tag or @sha256:…), file:///path, http(s)://…, builtin://name.",
     )
     id: str | None = Field(
         default=None,
@@ -110,6 +112,13 @@ class ComponentProperties(_Model):
     @classmethod
     def _id(cls, v: str | None) -> str | None:
         return None if v is None else _token(v, "id")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if v.startswith(("lattice://", "oci://")) or refs.looks_like_oci(v):
+            refs.parse(v, allow_latest=True)  # :latest is each host's policy, not the manifest's
+        return v
 
 
 class SpreadRule(_Model):
