@@ -358,3 +358,24 @@ async def test_redis_store_tells_never_sent_from_sent_without_answer(tmp_path: P
     finally:
         await client.aclose()
         await redis.stop()
+
+
+async def test_redis_restart_while_idle_is_not_an_unknown_outcome(tmp_path: Path) -> None:
+    """A pooled connection the server dropped while it sat idle (Redis restarted while
+    the link pointed elsewhere) is found dead by the PING before reuse and replaced: the
+    next write goes out on a fresh connection and is acknowledged, not 'outcome unknown'."""
+    redis = RedisServer(
+        tmp_path / "redis", extra_args=("--appendonly", "yes", "--appendfsync", "always")
+    )
+    await redis.start()
+    client = connect(redis.url(0), connect_timeout=0.5, command_timeout=0.5)
+    store = RedisStore(client, "redis test")
+    try:
+        assert await store.increment("b", "k", 1) == 1
+        await redis.stop()
+        await redis.start()
+        await asyncio.sleep(1.2)  # idle past the health-check interval
+        assert await store.increment("b", "k", 1) == 2  # the append-only file kept 1
+    finally:
+        await client.aclose()
+        await redis.stop()

@@ -40,6 +40,7 @@ from providers.keyvalue.store import MAX_CAS_RETRIES, Store, Update, backoff, co
 T = TypeVar("T")
 SCAN_COUNT = 1000
 I64_MAX = 2**63 - 1
+HEALTH_CHECK_INTERVAL = 1.0  # seconds idle after which a pooled connection is PINGed first
 # One round trip for the common case: a plain-digits value (or none) that INCRBY can
 # take without leaving signed 64-bit. Anything else takes the exact compare-and-set path.
 # An error reply means nothing was written: the check fails before INCRBY, and an INCRBY
@@ -79,6 +80,20 @@ class _MarksConnectFailures:
         except (rx.ConnectionError, rx.TimeoutError) as exc:
             raise ConnectFailed(str(exc) or type(exc).__name__) from exc
 
+    async def check_health(self) -> None:
+        """The PING before a pooled connection idle for `health_check_interval` is used
+        again. If it fails, the server dropped the connection while it sat idle (Redis
+        restarted): nothing of ours went out on it, so connect afresh (a failure there is
+        `ConnectFailed`, never sent) rather than send the command into a dead socket and
+        have to call its outcome unknown."""
+        try:
+            await super().check_health()  # type: ignore[misc]
+        except ConnectFailed:
+            raise
+        except (rx.ConnectionError, rx.TimeoutError, OSError):
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            await self.connect_check_health(check_health=False)
+
 
 class _Tcp(_MarksConnectFailures, rconn.Connection):
     pass
@@ -114,6 +129,7 @@ def connect(url: str, connect_timeout: float = 1.0, command_timeout: float = 2.0
         socket_timeout=command_timeout,
         retry=Retry(NoBackoff(), 0),
         retry_on_error=[],
+        health_check_interval=HEALTH_CHECK_INTERVAL,
         decode_responses=False,
     )
 
