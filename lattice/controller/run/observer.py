@@ -114,6 +114,7 @@ class Observer:
         self._beat_sub: Subscription | None = None
         self._refreshing: set[str] = set()
         self._said_goodbye: set[str] = set()  # host_stopped seen; late beats are ignored
+        self._changes: dict[str, int] = {}  # per host: events that changed what it runs
         self.state = LatticeState(nc, lattice)
         self.changed = asyncio.Event()
         self.listeners: list[EventListener] = []
@@ -186,6 +187,7 @@ class Observer:
             if host_id in self.hosts:
                 self.hosts[host_id] = apply_event(self.hosts[host_id], kind, data, now)
             if kind in REFRESH_ON and host_id:
+                self._changes[host_id] = self._changes.get(host_id, 0) + 1
                 self._spawn(self.refresh(host_id))
         for listener in self.listeners:
             listener(kind, data)
@@ -215,13 +217,19 @@ class Observer:
         )
 
     async def refresh(self, host_id: str) -> None:
+        """Replace the host's snapshot with its inventory — unless an event changed it
+        while the answer was on its way: the answer may predate that event, and the
+        refresh the event started will bring the newer inventory."""
         self._refreshing.add(host_id)
+        mark = self._changes.get(host_id, 0)
         try:
             inv = await self.client.inventory(host_id)
         except LatticeError:
             return
         finally:
             self._refreshing.discard(host_id)
+        if host_id in self.hosts and self._changes.get(host_id, 0) != mark:
+            return
         self.hosts[host_id] = HostSnapshot.from_inventory(inv.model_dump(), last_seen=self.clock())
         self.changed.set()
 
