@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+import structlog.testing
 from nats.aio.client import Client as NATS
 
 from components.build import build
@@ -21,6 +23,7 @@ from host.config import ArtifactSettings, HostConfig
 from host.host import Host
 from host.identity import load_identity
 from host.runtime.engine import COMPILE_KEY
+from lattice import natsd
 from lattice.artifacts import ops
 from lattice.artifacts.compiled import SIGNATURE_HEADER, SIGNER_HEADER, object_name, sign
 from lattice.artifacts.fetch import FetchPolicy
@@ -316,3 +319,38 @@ async def test_registry_credentials_come_from_named_config_and_never_show(
         assert secret not in json.dumps(await client.get_config("regcreds"))
     finally:
         await reg.stop()
+
+
+async def test_a_read_interrupted_by_a_nats_restart_resumes(tmp_path: Path, built) -> None:
+    """The NATS server restarts in the middle of a download and the reader's consumer is
+    gone: the read goes on from the chunk after the last one received, and the bytes
+    still match their digest."""
+    server = natsd.EmbeddedNats(
+        "127.0.0.1", natsd.free_port(), tmp_path / "js", tmp_path / "nats.log"
+    )
+    await server.start()
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        wasm = built["echo"].read_bytes()
+        bucket = ObjectBucket(nc, "RESUME", "resume test")
+        info = await bucket.put("echo", wasm, {})
+        seen: list[int] = []
+
+        async def restart_once(received: int, chunks: int) -> None:
+            seen.append(received)
+            if len(seen) == 1:
+                assert received < chunks  # mid-way
+                await server.stop()
+                await server.start()
+                js = nc.jetstream()
+                for c in await js.consumers_info("OBJ_RESUME"):  # lose the consumer too
+                    await js.delete_consumer("OBJ_RESUME", c.name)
+
+        with structlog.testing.capture_logs() as logs:
+            data = await bucket.get("echo", info.digest, progress=restart_once)
+        assert data == wasm
+        resumed = [e for e in logs if e["event"] == "object read interrupted; resuming"]
+        assert resumed and resumed[0]["received"] == seen[0]
+    finally:
+        await nc.close()
+        await server.stop()

