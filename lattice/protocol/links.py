@@ -37,10 +37,24 @@ def _wit_name(value: str, what: str) -> str:
     return value
 
 
-class Link(BaseModel):
-    """A link as stored and exchanged on the control interface (config by name)."""
+class _Checked(BaseModel):
+    """Ids that become subject tokens, and WIT names, checked the same in every message."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @field_validator("source_id", "target", "name", "provider_id", check_fields=False)
+    @classmethod
+    def _ids(cls, v: str, info: object) -> str:
+        return _token(v, getattr(info, "field_name", "id"))
+
+    @field_validator("wit_namespace", "wit_package", check_fields=False)
+    @classmethod
+    def _wit(cls, v: str, info: object) -> str:
+        return _wit_name(v, getattr(info, "field_name", "name"))
+
+
+class Link(_Checked):
+    """A link as stored and exchanged on the control interface (config by name)."""
 
     source_id: str
     target: str
@@ -50,16 +64,6 @@ class Link(BaseModel):
     interfaces: list[str] = Field(min_length=1)
     source_config: list[str] = Field(default_factory=list)
     target_config: list[str] = Field(default_factory=list)
-
-    @field_validator("source_id", "target", "name")
-    @classmethod
-    def _ids(cls, v: str, info: object) -> str:
-        return _token(v, getattr(info, "field_name", "id"))
-
-    @field_validator("wit_namespace", "wit_package")
-    @classmethod
-    def _wit(cls, v: str, info: object) -> str:
-        return _wit_name(v, getattr(info, "field_name", "name"))
 
     @field_validator("interfaces")
     @classmethod
@@ -99,27 +103,15 @@ class LinkDelRequest(BaseModel):
         return link_key(self.source_id, self.wit_namespace, self.wit_package, self.name)
 
 
-class LinkResolveRequest(BaseModel):
+class LinkResolveRequest(_Checked):
     """A provider asks its host for a link it was called over but does not hold
     (`link.resolve.{host_id}`, docs/protocol.md "Link hand-off")."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     provider_id: str
     source_id: str
     wit_namespace: str
     wit_package: str
     name: str = "default"
-
-    @field_validator("provider_id", "source_id", "name")
-    @classmethod
-    def _ids(cls, v: str, info: object) -> str:
-        return _token(v, getattr(info, "field_name", "id"))
-
-    @field_validator("wit_namespace", "wit_package")
-    @classmethod
-    def _wit(cls, v: str, info: object) -> str:
-        return _wit_name(v, getattr(info, "field_name", "name"))
 
     @property
     def identity(self) -> Identity:
