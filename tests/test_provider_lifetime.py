@@ -391,6 +391,41 @@ async def test_stdin_eof_alone_stops_the_provider(tmp_path: Path, own_nats) -> N
         assert "stdin closed" in proc.stderr()
 
 
+async def test_a_provider_whose_output_nobody_reads_still_stops_cleanly(own_nats) -> None:
+    """After its host died, the provider's stdout/stderr pipe has no reader: its last
+    log lines must not turn the graceful stop into a BrokenPipeError crash."""
+    for how in ("stdin EOF", "SIGTERM"):
+        hd = host_data(own_nats.url, "slow", link_definitions=[slow_link("slow")])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.test_provider_lifetime",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(hd.encode())
+            await proc.stdin.drain()
+            while b"provider started" not in await asyncio.wait_for(proc.stdout.readline(), 30):
+                pass
+            transport = proc._transport  # type: ignore[attr-defined]
+            transport.get_pipe_transport(1).close()  # the reader goes, as with a dead host
+            await asyncio.sleep(0.2)
+            if how == "SIGTERM":
+                proc.terminate()
+            else:
+                proc.stdin.close()
+            assert await asyncio.wait_for(proc.wait(), BOUND) == 0, how
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
 async def test_a_host_that_died_before_the_provider_looked_stops_it(
     tmp_path: Path, own_nats
 ) -> None:
