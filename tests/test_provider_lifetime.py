@@ -309,6 +309,28 @@ async def served_by(client: LatticeClient, lattice: str) -> str | None:
     return headers.get(HOST_HEADER)
 
 
+async def test_the_host_stops_even_a_provider_that_does_not_listen(
+    start_host, client: LatticeClient
+) -> None:
+    """A frozen provider answers nothing and handles no signal: the host's stop goes
+    through default.shutdown (no answer), stdin EOF, SIGTERM and SIGKILL, each bounded."""
+    host = await start_host()
+    await client.start_provider(host.host_id, "builtin://keyvalue-nats", "frozen", wait=60)
+    proc = host.providers.running["frozen"].process
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        assert await host.providers.stop("frozen", "test")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    took = time.monotonic() - t0
+    print(f"host stop of a frozen provider: {took:.1f}s")
+    assert proc.returncode == -signal.SIGKILL
+    assert took < 2 + 5 + 5 + 3  # request timeout + wait after EOF + wait after SIGTERM
+
+
 # ---------------------------------------------------------------------- SIGTERM
 
 
