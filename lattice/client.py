@@ -197,19 +197,15 @@ class LatticeClient:
 
     async def stop_host(self, host_id: str, *, wait: float | None = None) -> str:
         """Ask a host to stop; with `wait`, until it announces `host_stopped`."""
-        subject = subjects.ctl(self.lattice, "host", "stop", host_id)
-        if wait is None:
-            return (await self.request(subject)).message
-        await self.command(
-            subject,
+        return await self._change(
+            subjects.ctl(self.lattice, "host", "stop", host_id),
             {},
             wait,
+            f"host {host_id} stopped",
             ok="host_stopped",
-            failed=None,
             match=lambda d: d.get("host_id") == host_id,
             what=f"host {host_id}",
         )
-        return f"host {host_id} stopped"
 
     async def put_label(
         self, host_id: str, key: str, value: str, *, wait: float | None = None
@@ -301,6 +297,25 @@ class LatticeClient:
             what=component_id,
             where=f" from host {host_id}",
         )
+
+    async def _change(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        wait: float | None,
+        done: str,
+        *,
+        ok: str,
+        failed: str | None = None,
+        match: EventMatch,
+        what: str,
+    ) -> str:
+        """A change whose answer is a sentence: the acknowledgement's when not waiting,
+        else `done` once the outcome event came."""
+        if wait is None:
+            return (await self.request(subject, body)).message
+        await self.command(subject, body, wait, ok=ok, failed=failed, match=match, what=what)
+        return done
 
     async def command(
         self,
@@ -432,20 +447,17 @@ class LatticeClient:
             "target_config": target_config or [],
             "replace": replace,
         }
-        subject = subjects.ctl(self.lattice, "link", "put")
-        if wait is None:
-            return (await self.request(subject, body)).message
         what = f"link {source_id} {namespace}:{package} ({name})"
-        await self.command(
-            subject,
+        return await self._change(
+            subjects.ctl(self.lattice, "link", "put"),
             body,
             wait,
+            f"{what} → {target} set",
             ok="linkdef_set",
             failed="linkdef_set_failed",
             match=_link_match(source_id, namespace, package, name),
             what=what,
         )
-        return f"{what} → {target} set"
 
     async def del_link(
         self,
@@ -462,20 +474,16 @@ class LatticeClient:
             "wit_package": package,
             "name": name,
         }
-        subject = subjects.ctl(self.lattice, "link", "del")
-        if wait is None:
-            return (await self.request(subject, body)).message
         what = f"link {source_id} {namespace}:{package} ({name})"
-        await self.command(
-            subject,
+        return await self._change(
+            subjects.ctl(self.lattice, "link", "del"),
             body,
             wait,
+            f"{what} deleted",
             ok="linkdef_deleted",
-            failed=None,
             match=_link_match(source_id, namespace, package, name),
             what=what,
         )
-        return f"{what} deleted"
 
     async def get_links(self) -> list[dict[str, Any]]:
         reply = await self.request(subjects.ctl(self.lattice, "link", "get"))
@@ -492,38 +500,30 @@ class LatticeClient:
         body: dict[str, Any] = dict(values)
         if secrets:
             body["$secrets"] = secrets
-        subject = subjects.ctl(self.lattice, "config", "put", name)
-        if wait is None:
-            return (await self.request(subject, body)).message
-        await self.command(
-            subject,
+        return await self._change(
+            subjects.ctl(self.lattice, "config", "put", name),
             body,
             wait,
+            f"config {name} set",
             ok="config_set",
-            failed=None,
             match=lambda d: d.get("config_name") == name,
             what=f"config {name}",
         )
-        return f"config {name} set"
 
     async def get_config(self, name: str) -> dict[str, str]:
         reply = await self.request(subjects.ctl(self.lattice, "config", "get", name))
         return dict(reply.response or {})
 
     async def del_config(self, name: str, *, wait: float | None = None) -> str:
-        subject = subjects.ctl(self.lattice, "config", "del", name)
-        if wait is None:
-            return (await self.request(subject)).message
-        await self.command(
-            subject,
+        return await self._change(
+            subjects.ctl(self.lattice, "config", "del", name),
             {},
             wait,
+            f"config {name} deleted",
             ok="config_deleted",
-            failed=None,
             match=lambda d: d.get("config_name") == name,
             what=f"config {name}",
         )
-        return f"config {name} deleted"
 
     async def list_configs(self) -> dict[str, dict[str, str]]:
         """Every named config, secret values as ***, read from the lattice's config

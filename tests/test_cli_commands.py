@@ -46,6 +46,36 @@ async def lattice(
     return proc.returncode, out.decode(), err.decode()
 
 
+async def spy_process(
+    url: str, name: str, component: str, count: int
+) -> asyncio.subprocess.Process:
+    """`lattice spy COMPONENT --count N -o json`, returned once it says it is spying."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "lattice", "spy", component, "--count", str(count), "-o", "json"),
+        *("--nats-url", url, "--lattice", name),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), 60)
+    assert f"spying on {component}".encode() in line, line
+    return proc
+
+
+async def spy_records(proc: asyncio.subprocess.Process) -> list[dict[str, Any]]:
+    """What the spy printed, once it has seen its count and exited (exit 0)."""
+    try:
+        assert proc.stdout is not None
+        out = await asyncio.wait_for(proc.stdout.read(), 60)
+        assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return [json.loads(x) for x in out.decode().splitlines()]
+
+
 async def ok(url: str, name: str, *args: str) -> str:
     rc, out, err = await lattice(url, name, *args)
     assert rc == 0, f"{args}: {err}"
@@ -150,38 +180,14 @@ async def test_spy_shows_calls_with_replies_and_costs_nothing_after(
 ) -> None:
     await client.scale_component(host.host_id, echo_ref, "echo", 1)
     assert not host.spy.active("echo")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lattice",
-        "spy",
-        "echo",
-        "--count",
-        "2",
-        "-o",
-        "json",
-        "--nats-url",
-        nats_url,
-        "--lattice",
-        lattice_name,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spy_process(nats_url, lattice_name, "echo", 2)
     try:
-        assert proc.stderr is not None and proc.stdout is not None
-        line = await asyncio.wait_for(proc.stderr.readline(), 60)
-        assert b"spying on echo" in line
         assert host.spy.active("echo")
         assert await client.call("echo", "echo", ["spied"]) == "spied"
         value, _ = await client.call_traced("echo", "types-demo.divide", [1, 0])
         assert value == {"err": "division by zero"}
-        out = await asyncio.wait_for(proc.stdout.read(), 60)
-        assert await proc.wait() == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    first, second = (json.loads(x) for x in out.decode().splitlines())
+        first, second = await spy_records(proc)  # also ends the spy if a call failed
     assert first["direction"] == "in" and first["component_id"] == "echo"
     assert first["function"] == "echo" and first["outcome"] == "ok"
     assert (first["request"], first["reply"]) == ('["spied"]', '"spied"')
@@ -247,25 +253,12 @@ async def test_spy_sees_calls_out_through_links_too(
     await client.scale_component(host.host_id, linked_refs["caller"], "caller", 1)
     await client.scale_component(host.host_id, linked_refs["greeter"], "greeter", 1)
     await client.put_link("caller", "greeter", "lattice", "examples", ["greet"])
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "lattice", "spy", "caller", "--count", "2", "-o", "json"),
-        *("--nats-url", nats_url, "--lattice", lattice_name),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spy_process(nats_url, lattice_name, "caller", 2)
+    relay = "lattice:examples/relay.relay-hello"
     try:
-        assert proc.stderr is not None and proc.stdout is not None
-        assert b"spying on caller" in await asyncio.wait_for(proc.stderr.readline(), 60)
-        relay = "lattice:examples/relay.relay-hello"
         assert await client.call("caller", relay, ["Ada"]) == "Hello, Ada!"
-        out = await asyncio.wait_for(proc.stdout.read(), 60)
-        assert await proc.wait() == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    records = {r["direction"]: r for r in (json.loads(x) for x in out.decode().splitlines())}
+        records = {r["direction"]: r for r in await spy_records(proc)}
     outbound, inbound = records["out"], records["in"]
     assert (outbound["caller"], outbound["target"], outbound["link"]) == (
         "caller",
