@@ -269,3 +269,35 @@ async def test_spy_sees_calls_out_through_links_too(
     assert outbound["outcome"] == "ok" and "Ada" in outbound["reply"]
     assert inbound["function"] == relay and inbound["reply"] == '"Hello, Ada!"'
     assert inbound["duration_ms"] >= outbound["duration_ms"]  # the call out is inside it
+
+
+async def test_app_deploy_follows_until_failed_and_says_why(
+    host: Host, nats_url: str, lattice_name: str, tmp_path: Path
+) -> None:
+    from lattice.controller.run.service import Controller
+
+    ctl = Controller(nats_url, lattice_name)
+    await ctl.start()
+    try:
+        bad = tmp_path / "bad.yaml"
+        missing = tmp_path / "missing.wasm"
+        bad.write_text(
+            "apiVersion: core.oam.dev/v1beta1\nkind: Application\n"
+            "metadata:\n  name: broken\n  annotations:\n    version: v1\n"
+            "spec:\n  components:\n    - name: web\n      type: component\n"
+            f"      properties:\n        image: {missing.as_uri()}\n"
+            "      traits:\n        - type: spreadscaler\n          properties:\n"
+            "            instances: 1\n"
+        )
+        rc, out, err = await lattice(nats_url, lattice_name, "app", "deploy", str(bad))
+        assert rc == 1, (out, err)
+        assert "deploying broken v1" in out
+        assert "broken v1: failed — web 0/1" in err  # the progress, line by line off a tty
+        assert "error: broken v1 failed: web: " in err  # the component's reason
+        assert "hint: see `lattice app status broken`" in err
+        rc, out, err = await lattice(
+            nats_url, lattice_name, "app", "deploy", "broken", "--wait-timeout", "0.1"
+        )
+        assert rc in (1, 3), err  # failed again at once, or not settled within 0.1 s
+    finally:
+        await ctl.stop()
