@@ -57,6 +57,8 @@ OPS = {
 U64_MAX = 2**64 - 1
 BACKENDS = ["redis", "vault", "nats"]
 
+DRAIN = 0.2  # seconds a deleted link keeps serving here (the hand-off's drain)
+
 
 @dataclass
 class KV:
@@ -130,6 +132,7 @@ def host_data(lattice: str, nats_url: str, provider_id: str, links: list[Link]) 
         link_definitions=links,
         log_level="debug",
         log_format="json",
+        link_drain_seconds=DRAIN,
     )
 
 
@@ -418,12 +421,12 @@ async def per_link_isolation(kv: KV, b: str) -> None:
 async def unlinked_source(kv: KV, b: str) -> None:
     with pytest.raises(InvocationError) as info:
         await kv.call("get", b, "k", source="comp-x")
-    assert info.value.kind == ErrorKind.UNAVAILABLE
+    assert info.value.kind == ErrorKind.NOT_LINKED  # the hand-off's "nothing was done"
     for part in ("'comp-x'", "'default'", kv.provider_id):
         assert part in info.value.message
     with pytest.raises(InvocationError) as info:
         await kv.call("get", b, "k", source="comp-a", link_name="other")
-    assert info.value.kind == ErrorKind.UNAVAILABLE
+    assert info.value.kind == ErrorKind.NOT_LINKED
     assert "'other'" in info.value.message and "'comp-a'" in info.value.message
 
 
@@ -471,9 +474,12 @@ async def links_at_runtime(kv: KV, b: str) -> None:
         "wit_package": "keyvalue",
     }
     assert (await kv.ctl("linkdefs.del", key)).success
+    # the deleted link drains first: calls already routed to it are still served
+    assert await kv.ok("get", b, "k", source="comp-c") == b"shared store"
+    await asyncio.sleep(DRAIN + 0.4)
     with pytest.raises(InvocationError) as info:
         await kv.call("get", b, "k", source="comp-c")
-    assert info.value.kind == ErrorKind.UNAVAILABLE and "'comp-c'" in info.value.message
+    assert info.value.kind == ErrorKind.NOT_LINKED and "'comp-c'" in info.value.message
     assert (await kv.ctl("linkdefs.del", key)).success, "deleting twice is not an error"
     assert await kv.ok("get", b, "k") == b"shared store", "comp-a is untouched"
     # a link whose config is unusable is refused, and calls over it say why
@@ -692,8 +698,10 @@ async def test_clients_are_shared_per_server_and_closed_with_the_last_link() -> 
         pool = getattr(provider, attr)
         assert len(pool) == 2 and pool.refs(one) == 2, cls.__name__
         await provider.remove_link(links[0].key)
+        await provider.drained()
         assert pool.refs(one) == 1
         await provider.remove_link(links[1].key)
+        await provider.drained()
         assert pool.refs(one) == 0 and len(pool) == 1, "closed with its last link"
         await provider.on_shutdown()
         assert len(pool) == 0
