@@ -60,6 +60,21 @@ class ArtifactSettings:
         )
 
 
+def artifact_settings(
+    insecure: list[str] | None, allow_latest: bool, shared_compile: bool
+) -> ArtifactSettings:
+    """`lattice up`'s artifact flags over what the environment says (LATTICE_* variables
+    that have no flag, such as LATTICE_REGISTRY_CONFIG, still apply)."""
+    env = ArtifactSettings.from_env()
+    hosts = tuple(h.strip() for item in insecure or [] for h in item.split(",") if h.strip())
+    return ArtifactSettings(
+        insecure_registries=hosts or env.insecure_registries,
+        allow_latest=allow_latest or env.allow_latest,
+        shared_compile=shared_compile and env.shared_compile,
+        registry_configs=env.registry_configs,
+    )
+
+
 @dataclass(frozen=True)
 class HostConfig:
     nats_url: str = "nats://127.0.0.1:4222"

@@ -231,3 +231,15 @@ def test_manifest_validation_checks_artifact_references(image: str, message: str
     assert problem.path == "spec.components[0].properties.image" and message in problem.message
     ok = text.replace(json.dumps(image), json.dumps("ghcr.io/org/app:latest"))
     assert validate(ok).errors == []  # :latest is each host's policy, not the manifest's
+
+
+def test_lattice_up_artifact_flags_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from host.config import artifact_settings
+
+    monkeypatch.setenv("LATTICE_REGISTRY_CONFIG", "r.example.com=regcreds")
+    s = artifact_settings(["a:5000,b:5000", "c"], allow_latest=True, shared_compile=False)
+    assert s.insecure_registries == ("a:5000", "b:5000", "c")
+    assert s.allow_latest and not s.shared_compile
+    assert s.registry_configs == {"r.example.com": "regcreds"}
+    monkeypatch.setenv("LATTICE_NO_SHARED_COMPILE", "1")
+    assert not artifact_settings(None, False, True).shared_compile

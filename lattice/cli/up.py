@@ -228,6 +228,30 @@ def up(
             help="Start a nats-server when none answers at a local URL.",
         ),
     ] = True,
+    allow_insecure_registry: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-insecure-registry",
+            envvar="LATTICE_ALLOW_INSECURE_REGISTRY",
+            help="OCI registry host[:port] to reach over plain HTTP (repeatable).",
+        ),
+    ] = None,
+    allow_latest: Annotated[
+        bool,
+        typer.Option(
+            "--allow-latest",
+            envvar="LATTICE_ALLOW_LATEST",
+            help="Run OCI references tagged :latest or untagged.",
+        ),
+    ] = False,
+    shared_compile: Annotated[
+        bool,
+        typer.Option(
+            "--shared-compile/--no-shared-compile",
+            envvar="LATTICE_SHARED_COMPILE",
+            help="Use and publish compiled components signed by hosts of this lattice.",
+        ),
+    ] = True,
     detach: Annotated[
         bool,
         typer.Option(
@@ -244,7 +268,7 @@ def up(
     Example: lattice up --label zone=east --nats-url nats://10.0.0.5:4222
     Example: lattice up --detach
     """
-    from host.config import HostConfig, Limits, parse_labels
+    from host.config import HostConfig, Limits, artifact_settings, parse_labels
     from host.host import Host
     from lattice import logs
 
@@ -266,6 +290,7 @@ def up(
             data_dir=data,
             limits=Limits(timeout_ms=timeout_ms, memory_mb=memory_mb),
             embedded_nats=embedded_nats,
+            artifacts=artifact_settings(allow_insecure_registry, allow_latest, shared_compile),
         )
         if detach:
             start_detached(data)
