@@ -3,7 +3,7 @@
 Side by side in one run, each on its own NATS server and three cold `lattice up`
 processes (fresh data dirs: no artifact cache, no compile cache):
 
-- before: shared compile off (`LATTICE_NO_SHARED_COMPILE=1`, as `--no-shared-compile`),
+- before: shared compile off (`lattice up --no-shared-compile`),
   so every host compiles the same bytes at once on the machine's cores;
 - after: shared compile on, so one host compiles under the lattice's lease and the
   others deserialize its signed artifact.
@@ -65,10 +65,11 @@ async def time_deploy(client: LatticeClient, name: str, image: str, replicas: in
 
 async def scenario(shared: bool, replicas: int, path: Path) -> tuple[float, float]:
     async with Cluster() as cluster:
-        with env("LATTICE_NO_SHARED_COMPILE", None if shared else "1"):
+        flag = "--shared-compile" if shared else "--no-shared-compile"
+        with env("LATTICE_NO_SHARED_COMPILE", None):  # the flag decides, not the caller's env
             for i in range(3):
                 cluster.start_host(
-                    "--heartbeat-interval", "2", "--label", f"n={i}", data_dir=f"h{i}"
+                    "--heartbeat-interval", "2", "--label", f"n={i}", flag, data_dir=f"h{i}"
                 )
         client = await LatticeClient.connect(cluster.url, cluster.lattice, timeout=60)
         try:
