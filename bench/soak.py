@@ -259,7 +259,7 @@ def manifest(images: dict[str, str], greeters: int, version: str) -> dict[str, A
                     "traits": [
                         {
                             "type": "spreadscaler",
-                            "properties": {"instances": 8, "spread": spread("source")},
+                            "properties": {"instances": 16, "spread": spread("source")},
                         },
                     ],
                 },
@@ -270,7 +270,7 @@ def manifest(images: dict[str, str], greeters: int, version: str) -> dict[str, A
                     "traits": [
                         {
                             "type": "spreadscaler",
-                            "properties": {"instances": 4, "spread": spread("source")},
+                            "properties": {"instances": 8, "spread": spread("source")},
                         },
                         {
                             "type": "link",
@@ -335,11 +335,12 @@ class HostProc:
                 "--log-level",
                 "warning",
                 "--no-controller",
-                # an inner deadline shorter than the callers' own (5 s): an instance whose
-                # import call was lost with a killed process is free again in 2 s, so the
-                # calls queued behind it still meet their callers' deadline
+                # an inner deadline under the callers' own (5 s): an instance whose import
+                # call was lost with a killed process is free again in time for the calls
+                # queued behind it (with the 10 s default they would miss their callers'
+                # deadline); above what a contended Vault increment may take
                 "--timeout-ms",
-                "2000",
+                "4000",
             ],
             env=env,
             stdout=log,
