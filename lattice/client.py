@@ -528,13 +528,14 @@ class LatticeClient:
     async def list_configs(self) -> dict[str, dict[str, str]]:
         """Every named config, secret values as ***, read from the lattice's config
         bucket (the control interface answers for one name at a time)."""
+        from lattice.kvkeys import bucket_keys
         from lattice.protocol.links import NamedConfig
         from lattice.state import config_bucket
 
         try:
             kv = await self.nc.jetstream().key_value(config_bucket(self.lattice))
-            keys = await kv.keys()
-        except Exception:  # no bucket yet (no host ever started) or no keys
+            keys = await bucket_keys(self.nc, config_bucket(self.lattice))
+        except Exception:  # no bucket yet (no host ever started)
             return {}
         found: dict[str, dict[str, str]] = {}
         for key in sorted(keys):

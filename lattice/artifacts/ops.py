@@ -21,6 +21,7 @@ from lattice.artifacts.oci import Credentials, OciClient
 from lattice.artifacts.refs import LatticeRef, OciRef, RefError, sha256_digest
 from lattice.artifacts.store import ArtifactStore, StoreError
 from lattice.artifacts.wasm import World, check_component, world
+from lattice.kvkeys import bucket_keys
 
 CONTROLLER_APPS_BUCKET = "CONTROLLER_APPS_{lattice}"
 
@@ -186,8 +187,9 @@ async def holders(nc: NATS, lattice: str, target: LatticeRef) -> list[str]:
 async def _manifest_holders(nc: NATS, lattice: str, target: LatticeRef) -> list[str]:
     js = nc.jetstream()
     try:
-        kv = await js.key_value(CONTROLLER_APPS_BUCKET.format(lattice=lattice))
-        keys = await kv.keys()
+        bucket = CONTROLLER_APPS_BUCKET.format(lattice=lattice)
+        kv = await js.key_value(bucket)
+        keys = await bucket_keys(nc, bucket)
     except Exception:  # no controller ever ran here, or no apps yet
         return []
     found: list[str] = []

@@ -25,6 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 
 from lattice.controller.manifest import Manifest
+from lattice.kvkeys import bucket_keys
 
 MAX_VERSIONS = 100
 MAX_HISTORY = 200
@@ -222,30 +223,27 @@ class ManifestStore:
     async def all(self) -> list[AppRecord]:
         """Every application, read in full, or `StoreError` — never a partial list.
 
-        The keys come from one stream-info request (the subjects the bucket holds), not
-        from nats-py's `kv.keys()`: that creates an ephemeral consumer per call which
+        The keys come from one stream-info request (`lattice.kvkeys`), not from
+        nats-py's `kv.keys()`: that creates an ephemeral consumer per call which
         lives on the server for five minutes, so a controller listing once a second
         piled up ~1000 of them and the server refused the next one. An empty list here
         means "no application", so a failed read must raise instead: the planner would
         read it as "everything undeployed" and stop every managed workload.
         """
         assert self._kv is not None
-        prefix = f"$KV.{self.bucket}."
         try:
-            info = await self.nc.jetstream().stream_info(
-                f"KV_{self.bucket}", subjects_filter=f"{prefix}>"
-            )
+            keys = await bucket_keys(self.nc, self.bucket)
         except Exception as exc:
             raise StoreError(
                 f"cannot list the applications in {self.bucket}: {exc or type(exc).__name__}"
             ) from None
         records = []
-        for subject in sorted(info.state.subjects or {}):
+        for key in keys:
             try:
-                rec, _ = await self._read(subject.removeprefix(prefix).removeprefix("app."))
+                rec, _ = await self._read(key.removeprefix("app."))
             except Exception as exc:
                 raise StoreError(
-                    f"cannot read {subject} from {self.bucket}: {exc or type(exc).__name__}"
+                    f"cannot read {key} from {self.bucket}: {exc or type(exc).__name__}"
                 ) from None
             if rec is not None:
                 records.append(rec)
