@@ -54,7 +54,7 @@ async def test_lattice_artifacts_from_the_command_line(
     assert json.loads(r.stdout)["digest"] == digest
 
     out = tmp_path / "pulled.wasm"
-    r = await cli("pull", "lattice://echo:0.1.0", "-o", str(out), **kw)
+    r = await cli("pull", "lattice://echo:0.1.0", "--save", str(out), **kw)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == echo.read_bytes()
 

@@ -10,7 +10,6 @@ would land in shell history and `ps`), and are never printed.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +25,9 @@ from lattice.artifacts.fetch import FetchError, FetchPolicy
 from lattice.artifacts.oci import Credentials
 from lattice.artifacts.refs import RefError
 from lattice.artifacts.wasm import NotAComponent
+
+# -o table|json|yaml like every other command (the old --json stays, hidden)
+from lattice.cli.common import AsJson, Format, OutputOpt, dump, fmt_of
 
 T = TypeVar("T")
 out = Console()
@@ -64,7 +66,7 @@ PasswordStdin = Annotated[
         help="Read the registry password or token from stdin (else LATTICE_REGISTRY_PASSWORD).",
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
 
@@ -116,10 +118,10 @@ async def _with_nats(
         return await work(client.nc)
 
 
-def _show(d: ops.Described, as_json: bool) -> None:
+def _show(d: ops.Described, fmt: Format) -> None:
     body = d.as_json()
-    if as_json:
-        out.print_json(json.dumps(body))
+    if fmt is not Format.table:
+        print(dump(body, fmt), flush=True)
         return
     rows = [(k, str(body.get(k))) for k in ("ref", "digest", "size", *sorted(d.extra))]
     rows.append(("signature", "none (components are not signed yet)"))
@@ -166,6 +168,7 @@ def push(
     allow_latest: AllowLatest = False,
     username: Username = None,
     password_stdin: PasswordStdin = False,
+    output: OutputOpt = Format.table,
     as_json: AsJson = False,
 ) -> None:
     """Store a component in the lattice or push it to an OCI registry (CNCF Wasm layout)."""
@@ -179,13 +182,13 @@ def push(
         password_stdin,
         lambda **kw: ops.push(ref, file, **kw),
     )
-    _show(d, as_json)
+    _show(d, fmt_of(output, as_json))
 
 
 def pull(
     ref: Annotated[str, typer.Argument(help="A component reference.")],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the component here.")
+    save: Annotated[
+        Path | None, typer.Option("--save", "-s", metavar="PATH", help="Write the component here.")
     ] = None,
     nats_url: NatsUrl = DEFAULT_URL,
     lattice: LatticeName = "default",
@@ -193,6 +196,7 @@ def pull(
     allow_latest: AllowLatest = False,
     username: Username = None,
     password_stdin: PasswordStdin = False,
+    output: OutputOpt = Format.table,
     as_json: AsJson = False,
 ) -> None:
     """Fetch a component, check its digest, and show what it is (optionally save it)."""
@@ -206,12 +210,12 @@ def pull(
         password_stdin,
         lambda **kw: ops.pull(ref, **kw),
     )
-    if output is not None:
+    if save is not None:
         try:
-            output.write_bytes(data)
+            save.write_bytes(data)
         except OSError as exc:
-            raise _fail(f"cannot write {output}: {exc.strerror}") from None
-    _show(d, as_json)
+            raise _fail(f"cannot write {save}: {exc.strerror}") from None
+    _show(d, fmt_of(output, as_json))
 
 
 def inspect(
@@ -222,6 +226,7 @@ def inspect(
     allow_latest: AllowLatest = False,
     username: Username = None,
     password_stdin: PasswordStdin = False,
+    output: OutputOpt = Format.table,
     as_json: AsJson = False,
 ) -> None:
     """Digest, size and WIT world (imports/exports) of a file, lattice artifact or OCI ref."""
@@ -235,11 +240,14 @@ def inspect(
         password_stdin,
         lambda **kw: ops.inspect(target, **kw),
     )
-    _show(d, as_json)
+    _show(d, fmt_of(output, as_json))
 
 
 def get_artifacts(
-    nats_url: NatsUrl = DEFAULT_URL, lattice: LatticeName = "default", as_json: AsJson = False
+    nats_url: NatsUrl = DEFAULT_URL,
+    lattice: LatticeName = "default",
+    output: OutputOpt = Format.table,
+    as_json: AsJson = False,
 ) -> None:
     """What the lattice's object store holds."""
 
@@ -251,8 +259,9 @@ def get_artifacts(
             return await ops.list_artifacts(client.nc, lattice)
 
     rows = _run(work)
-    if as_json:
-        out.print_json(json.dumps(rows))
+    fmt = fmt_of(output, as_json)
+    if fmt is not Format.table:
+        print(dump(rows, fmt), flush=True)
         return
     table = Table("REF", "DIGEST", "SIZE", "EXPORTS", "MODIFIED")
     for r in rows:
