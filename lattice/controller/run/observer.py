@@ -173,6 +173,10 @@ class Observer:
         now = self.clock()
         if kind in ("host_started", "host_heartbeat"):
             self._said_goodbye.discard(host_id)
+        if kind == "host_started":
+            # a host (re)started under a known id runs nothing yet: whatever its old
+            # snapshot lists died with the old process; the refresh below asks anew
+            self.hosts.pop(host_id, None)
         if kind == "host_heartbeat":
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 self.hosts[host_id] = HostSnapshot.from_inventory(data, last_seen=now)
@@ -207,6 +211,11 @@ class Observer:
         window = interval * self.beat_misses
         if previous is None or now - previous[0] > previous[1] * self.beat_misses:
             self.changed.set()  # new, or back after it was taken for lost
+            if previous is not None:
+                # back after it was taken for lost: its snapshot predates the loss (a
+                # restarted host runs nothing of it), so it must not count as running
+                # replicas that would then look like a surplus; ask it again
+                self.hosts.pop(host_id, None)
         if host_id not in self.hosts and host_id not in self._refreshing:
             self._spawn(self.refresh(host_id))  # a host not heard from otherwise yet
         old = self._beat_timers.pop(host_id, None)
