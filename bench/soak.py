@@ -246,54 +246,33 @@ def manifest(images: dict[str, str], greeters: int, version: str) -> dict[str, A
             ],
         }
 
+    def component(name: str, instances: int, role: str, *traits: dict[str, Any]) -> dict[str, Any]:
+        spreader = {"instances": instances, "spread": spread(role)}
+        return {
+            "name": name,
+            "type": "component",
+            "properties": {"image": images[name]},
+            "traits": [{"type": "spreadscaler", "properties": spreader}, *traits],
+        }
+
+    greet_link = {
+        "type": "link",
+        "properties": {
+            "target": "greeter",
+            "namespace": "lattice",
+            "package": "examples",
+            "interfaces": ["greet"],
+        },
+    }
     return {
         "apiVersion": "core.oam.dev/v1beta1",
         "kind": "Application",
         "metadata": {"name": APP, "annotations": {"version": version}},
         "spec": {
             "components": [
-                {
-                    "name": "counter",
-                    "type": "component",
-                    "properties": {"image": images["counter"]},
-                    "traits": [
-                        {
-                            "type": "spreadscaler",
-                            "properties": {"instances": 16, "spread": spread("source")},
-                        },
-                    ],
-                },
-                {
-                    "name": "caller",
-                    "type": "component",
-                    "properties": {"image": images["caller"]},
-                    "traits": [
-                        {
-                            "type": "spreadscaler",
-                            "properties": {"instances": 8, "spread": spread("source")},
-                        },
-                        {
-                            "type": "link",
-                            "properties": {
-                                "target": "greeter",
-                                "namespace": "lattice",
-                                "package": "examples",
-                                "interfaces": ["greet"],
-                            },
-                        },
-                    ],
-                },
-                {
-                    "name": "greeter",
-                    "type": "component",
-                    "properties": {"image": images["greeter"]},
-                    "traits": [
-                        {
-                            "type": "spreadscaler",
-                            "properties": {"instances": greeters, "spread": spread("backend")},
-                        },
-                    ],
-                },
+                component("counter", 16, "source"),
+                component("caller", 8, "source", greet_link),
+                component("greeter", greeters, "backend"),
                 *(provider(b) for b in BACKENDS),
             ]
         },
@@ -457,7 +436,7 @@ class Soak:
                     got = await client.call(
                         f"{APP}-counter",
                         f"{COUNTER_FN}.increment",
-                        [self.key],
+                        [f"{self.key}-{n}"],  # a key per caller: no single hot key
                         timeout=self.s.call_timeout,
                     )
                     ok = isinstance(got, dict) and "ok" in got
@@ -500,8 +479,8 @@ class Soak:
             nxt = BACKENDS[i % len(BACKENDS)]
             if nxt == "redis":  # a Redis restart happens while the link points elsewhere
                 await self._redis_up.wait()
+            self.current = nxt  # before the put: calls may route there from now on
             await self._link(client, nxt)
-            self.current = nxt
             self.swaps += 1
 
     async def _faulter(self, client: LatticeClient) -> None:
@@ -553,16 +532,19 @@ class Soak:
         victim.start()  # the same identity comes back
 
     async def _restart_redis(self, client: LatticeClient) -> None:
-        # while the link points elsewhere: the backend restart must lose nothing acknowledged,
-        # and the provider must reconnect by the time the link returns to it
-        while self.current == "redis" and not self._stop.is_set():
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)
+        # right after the link left Redis, so it is back long before the link returns
+        # (two swaps later): the restart must lose nothing acknowledged, and the provider
+        # must find its pooled connections dead and reconnect
+        after = BACKENDS[(BACKENDS.index("redis") + 1) % len(BACKENDS)]
+        while self.current != after and not self._stop.is_set():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # calls already on their way to Redis finish
         self.faults.append(Fault("restart-redis", time.monotonic(), "redis"))
         self._redis_up.clear()
         try:
             await self.redis.stop()
-            await self.redis.start()  # ready: it answers PING, the append-only file loaded
+            await self.redis.start()
+            await _until_loaded(self.redis.port)  # PING answers while it still loads
         finally:
             self._redis_up.set()
 
@@ -674,10 +656,12 @@ class Soak:
             totals = {}
             for backend in BACKENDS:
                 await self._link(client, backend)
-                got = await client.call(
-                    f"{APP}-counter", f"{COUNTER_FN}.get", [self.key], timeout=10
-                )
-                totals[backend] = int(got.get("ok") or 0) if isinstance(got, dict) else -1
+                totals[backend] = 0
+                for n in range(self.s.callers):
+                    got = await client.call(
+                        f"{APP}-counter", f"{COUNTER_FN}.get", [f"{self.key}-{n}"], timeout=10
+                    )
+                    totals[backend] += int(got.get("ok") or 0) if isinstance(got, dict) else 0
             return Report(
                 settings=self.s,
                 calls=self.calls,
@@ -701,6 +685,23 @@ class Soak:
             await self.redis.stop()
             await self.nats.stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+async def _until_loaded(port: int, timeout: float = 30.0) -> None:
+    """Until Redis serves data commands (it answers PING while loading its files)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, TimeoutError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"*2\r\n$3\r\nGET\r\n$13\r\nsoak-probe-xx\r\n")
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 1.0)
+            finally:
+                writer.close()
+            if not line.startswith(b"-LOADING"):
+                return
+        await asyncio.sleep(0.05)
 
 
 async def main(argv: list[str]) -> None:
