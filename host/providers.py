@@ -102,11 +102,7 @@ def link_message(
     source_public, _ = merge_config(link.source_config, known)
     target_public, target_secrets = merge_config(link.target_config, known)
     return {
-        "source_id": link.source_id,
-        "target": link.target,
-        "name": link.name,
-        "wit_namespace": link.wit_namespace,
-        "wit_package": link.wit_package,
+        **link_identity_message(link),
         "interfaces": list(link.interfaces),
         "source_config": source_public,
         "target_config": target_public,
