@@ -111,8 +111,10 @@ class Slow(Provider):
         self.events: list[tuple[str, str]] = []
         self.release = asyncio.Event()
         self.open: set[str] = set()
+        self.put_delay = 0.0  # seconds on_link_put takes (a backend being connected)
 
     async def on_link_put(self, link: PLink) -> None:
+        await asyncio.sleep(self.put_delay)
         self.open.add(link.target_config.get("db", ""))
         self.events.append(("put", link.target_config.get("db", "")))
 
@@ -209,6 +211,44 @@ async def test_missing_link_is_resolved_once_for_concurrent_calls(slow: Slow) ->
     assert results == [(None, {"ok": b"r"})] * 10 and len(asked) == 1
     kind, _ = await get(slow, "k", source="stranger")
     assert kind == "not-linked"
+
+
+async def test_a_stale_resolve_answer_never_undoes_a_newer_put(slow: Slow) -> None:
+    """The prepare reaches a target before the bucket changes, so a resolve answered
+    from the bucket meanwhile carries the *old* link. It must not be put back in force
+    over the new one (seen: a config change on the same target reverted 20 ms later, and
+    every later call counted in the old database)."""
+    answer = asyncio.Event()
+
+    async def resolver(key: Any) -> PLink | None:
+        await answer.wait()
+        return plink("old")
+
+    slow.resolver = resolver
+    call = asyncio.create_task(get(slow, "k"))  # finds no link: asks the host
+    await asyncio.sleep(0.02)
+    await slow.add_link(plink("new"))  # the prepare arrives while the question is out
+    answer.set()
+    assert await call == (None, {"ok": b"new"})
+    assert slow.links[plink("new").key] == plink("new")
+    assert slow.events == [("put", "new")]
+
+
+async def test_a_call_during_a_change_waits_for_it_instead_of_resolving(slow: Slow) -> None:
+    asked: list[Any] = []
+
+    async def resolver(key: Any) -> PLink | None:
+        asked.append(key)
+        return plink("old")
+
+    slow.resolver = resolver
+    await slow.add_link(plink("a"))
+    slow.put_delay = 0.2
+    change = asyncio.create_task(slow.add_link(plink("b")))
+    await asyncio.sleep(0.05)  # "a" released, "b" being put: the key holds no link now
+    assert plink("a").key not in slow.links and not change.done()
+    assert await get(slow, "k") == (None, {"ok": b"b"}) and asked == []
+    await change
 
 
 # ---------------------------------------------------------------------- across hosts

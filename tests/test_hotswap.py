@@ -119,8 +119,11 @@ async def test_hot_swap_redis_vault_redis_under_load(kv_setup, client: LatticeCl
     redis_db1 = counts_from_one(load.between(t_db_done, float("inf")))
     # each backend counted on its own: the calls after each change landed in the new one
     # (calls in flight across a change, at most 8, may land on either side)
-    for fresh in (vault, redis_db1):
-        assert fresh and fresh[0] <= 9 and len(set(fresh)) == len(fresh)
+    for backend, fresh in (("vault", vault), ("redis db 1", redis_db1)):
+        assert fresh and fresh[0] <= 9 and len(set(fresh)) == len(fresh), (
+            f"{backend}: {len(fresh)} calls counted {fresh[:5]}…{fresh[-3:]}; "
+            f"redis before: {len(redis_1)} calls, last {redis_1[-1:]}"
+        )
     assert redis_2[0] > redis_1[-1] >= len(redis_1)
     # and the component was never restarted
     assert host.components.running["counter"] is rc and rc.pool is pool

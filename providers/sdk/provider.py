@@ -112,6 +112,7 @@ class Provider:
         self._draining: dict[LinkKey, asyncio.Task[None]] = {}
         self._link_locks: dict[LinkKey, asyncio.Lock] = {}
         self._resolving: dict[LinkKey, asyncio.Future[None]] = {}
+        self._changes: dict[LinkKey, int] = {}  # link puts/deletes seen, per key
         self.resolver: Resolver | None = None
         """Asks the host for a link by key (set by the runner); None: nobody to ask."""
         for attr in dir(type(self)):
@@ -235,6 +236,7 @@ class Provider:
                 f"not this provider ({self.provider_id!r})"
             )
         key = link.key
+        self._changed(key)
         async with self._key_lock(key):
             drain = self._draining.pop(key, None)
             if drain is not None:
@@ -277,6 +279,7 @@ class Provider:
         `on_link_del` runs. Returns the link, or None when there was none (not an error).
         """
         self._failed.pop(key, None)
+        self._changed(key)
         link = self._links.get(key)
         if link is None:
             return await self._remove_source_link(key)
@@ -319,6 +322,10 @@ class Provider:
         if wit is None or self.resolver is None:
             return None
         key = LinkKey(source_id, name, *wit)
+        while (gate := self._gates.get(key)) is not None:  # a change is being applied
+            await gate.wait()
+        if (link := self._links.get(key)) is not None:
+            return link
         pending = self._resolving.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._resolve(key))
@@ -327,13 +334,22 @@ class Provider:
         await asyncio.shield(pending)
         return self.find_link(source_id, name, op)
 
+    def _changed(self, key: LinkKey) -> None:
+        self._changes[key] = self._changes.get(key, 0) + 1
+
     async def _resolve(self, key: LinkKey) -> None:
+        """Put in force what the bucket holds, unless the host told us about this link
+        meanwhile: the hand-off's prepare reaches us *before* the bucket changes, so an
+        answer read from the bucket may be older than the link we were just given."""
         assert self.resolver is not None
+        seen = self._changes.get(key, 0)
         try:
             link = await self.resolver(key)
         except Exception as exc:
             self.log.warning("could not resolve link", source_id=key.source_id, error=str(exc))
             return
+        if self._changes.get(key, 0) != seen:
+            return  # superseded by a put or delete that arrived while we asked
         if link is not None and link.target == self.provider_id:
             with contextlib.suppress(LinkError):  # logged; the call says why
                 await self.add_link(link)
