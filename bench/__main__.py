@@ -12,6 +12,8 @@ BENCHES = {
     "http": "bench.http",
     "deploy": "bench.deploy",
     "soak": "bench.soak",
+    "all": "bench.all",  # invoke + provider + http: one table, one .bench-results/ record
+    "compare": "bench.compare",  # two records: ratio of every figure, flags beyond ±10 %
 }
 
 

@@ -24,7 +24,8 @@ import aiohttp
 from aiohttp import web
 
 from bench.harness import Cluster
-from bench.invoke import concurrent, pct, print_table, save, sequential
+from bench.invoke import CpuMeter, concurrent, pct, sequential
+from bench.results import Figure
 from lattice.natsd import free_port
 
 HELLO = b"hello from python"
@@ -68,22 +69,29 @@ async def wait_routed(session: aiohttp.ClientSession, url: str, timeout: float =
     raise RuntimeError(f"{url} never answered 200")
 
 
-async def main(argv: list[str]) -> None:
+BENCH = "http"
+BASE = "plain aiohttp"
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench http")
     ap.add_argument("--requests", type=int, default=1000, help="sequential requests per side")
     ap.add_argument("--total", type=int, default=5000, help="requests in the in-flight run")
     ap.add_argument("--inflight", type=int, default=32)
     ap.add_argument("--count", type=int, default=8, help="instances of hello_http")
     ap.add_argument("--echoes", type=int, default=5, help="5 MB echo round trips per side")
-    args = ap.parse_args(argv)
+    return ap
 
+
+async def measure(args: argparse.Namespace) -> list[Figure]:
     from components.build import build
 
     hello = build("hello_http")
     raw_port, lat_port = free_port(), free_port()
     async with Cluster() as cluster:
-        cluster.spawn("bench.http", "raw", str(raw_port), wait_for_ready=True)
+        raw_proc = cluster.spawn("bench.http", "raw", str(raw_port), wait_for_ready=True)
         host_id = await cluster.host()
+        host_cpu, raw_cpu = CpuMeter(cluster.procs[-1].pid), CpuMeter(raw_proc.pid)
         client = await cluster.client()
         await client.start_provider(host_id, "builtin://http-server", "http")
         await client.scale_component(host_id, hello.as_uri(), "hello", args.count)
@@ -120,41 +128,67 @@ async def main(argv: list[str]) -> None:
             raw_get, lat_get = getter(raw_url), getter(lat_url)
             raw_seq = await sequential(raw_get, args.requests)
             lat_seq = await sequential(lat_get, args.requests)
+            raw_cpu.start()
             raw_tp = await concurrent(raw_get, args.total, args.inflight)
+            raw_tp_cpu = raw_cpu.per_call(args.total)
+            host_cpu.start()
             lat_tp = await concurrent(lat_get, args.total, args.inflight)
+            lat_tp_cpu = host_cpu.per_call(args.total)
             raw_echo = await echo_time(raw_url)
             lat_echo = await echo_time(lat_url)
         await client.close()
 
-    p50r, p50l = pct(raw_seq, 0.5), pct(lat_seq, 0.5)
-    rows = [
-        (
+    inflight = f"{args.inflight} in flight"
+    return [
+        Figure(
+            BENCH,
             "GET / p50, one at a time",
-            f"{p50r * 1e3:.2f} ms",
-            f"{p50l * 1e3:.2f} ms",
-            f"+{(p50l - p50r) * 1e3:.2f} ms",
+            pct(lat_seq, 0.5) * 1e3,
+            "ms",
+            "lower",
+            pct(raw_seq, 0.5) * 1e3,
+            BASE,
         ),
-        (
+        Figure(
+            BENCH,
             "GET / p99, one at a time",
-            f"{pct(raw_seq, 0.99) * 1e3:.2f} ms",
-            f"{pct(lat_seq, 0.99) * 1e3:.2f} ms",
-            "",
+            pct(lat_seq, 0.99) * 1e3,
+            "ms",
+            "lower",
+            pct(raw_seq, 0.99) * 1e3,
+            BASE,
         ),
-        (
-            f"GET / requests/s, {args.inflight} in flight",
-            f"{raw_tp:,.0f}",
-            f"{lat_tp:,.0f}",
-            f"{lat_tp / raw_tp:.2f}×",
+        Figure(
+            BENCH, f"GET / requests/s, {inflight}", lat_tp, "requests/s", "higher", raw_tp, BASE
         ),
-        (
+        # the host's CPU only: the http-server provider is a process of its own
+        Figure(
+            BENCH,
+            f"GET / host CPU per request, {inflight}",
+            lat_tp_cpu * 1e6,
+            "µs",
+            "lower",
+            raw_tp_cpu * 1e6,
+            BASE,
+        ),
+        Figure(
+            BENCH,
             "5 MB POST /echo round trip (best)",
-            f"{raw_echo * 1e3:.0f} ms",
-            f"{lat_echo * 1e3:.0f} ms",
-            f"{lat_echo / raw_echo:.1f}×",
+            lat_echo * 1e3,
+            "ms",
+            "lower",
+            raw_echo * 1e3,
+            BASE,
         ),
     ]
-    print_table(rows, head=("measure", "plain aiohttp", "lattice http-server", "ratio / overhead"))
-    save("http", rows)
+
+
+async def main(argv: list[str]) -> None:
+    from bench.all import machine_facts, report
+
+    args = parser().parse_args(argv)
+    machine = machine_facts()
+    report(BENCH, await measure(args), vars(args), machine)
 
 
 if __name__ == "__main__":

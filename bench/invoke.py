@@ -1,9 +1,12 @@
 """`python -m bench invoke`: what the lattice adds on top of raw NATS request/reply.
 
 Measured in one run on this machine, every server in its own process:
-1. raw nats-py echo (a responder that answers with the request body) against the echo
-   component called through a `lattice up` host: p50/p99 one call at a time, and calls/s
-   with 100 in flight;
+1. raw nats-py echo (a responder that answers with the request body) against two echo
+   components called through one `lattice up` host: the componentize-py echo (a Python
+   interpreter in the guest) and the minimal echo (hand-written WAT, no language runtime,
+   so what it costs is the host's). p50/p99 one call at a time, calls/s with 100 in
+   flight, and CPU seconds per call of the serving process (the host, or the raw
+   responder), read from /proc: wasm runs outside the GIL, so a GIL profile hides it;
 2. starting a component with a cold and then a warm compile cache;
 3. scaling one component from 0 to 100 warm instances: time, and RSS per instance.
 """
@@ -20,11 +23,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
+import psutil
 
 from bench.harness import Cluster
+from bench.results import Figure
 from lattice import codec
 
 RESULTS = Path(__file__).parent / "results"
+BENCH = "invoke"
+RAW = "raw nats-py"
+# (component id, fixture name, variant, label in figure names)
+GUESTS = (
+    ("echo", "echo", "v1", "componentize-py echo"),
+    ("echo-min", "echo_min", None, "minimal echo"),
+)
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -55,43 +67,92 @@ async def concurrent(fn: Callable[[], Awaitable[object]], total: int, inflight: 
     return total / (time.perf_counter() - t)
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU time of a process and its threads so far."""
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+class CpuMeter:
+    """CPU seconds per call of one process over a stretch of calls: `start()`, the calls,
+    then `per_call(n)`."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self._since = 0.0
+
+    def start(self) -> None:
+        self._since = cpu_seconds(self.proc)
+
+    def per_call(self, calls: int) -> float:
+        return (cpu_seconds(self.proc) - self._since) / calls
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def main(argv: list[str]) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench invoke")
     ap.add_argument("--calls", type=int, default=2000, help="sequential calls per side")
     ap.add_argument("--total", type=int, default=10000, help="calls in the in-flight run")
     ap.add_argument("--inflight", type=int, default=100)
-    ap.add_argument("--count", type=int, default=100, help="instances of the echo component")
-    args = ap.parse_args(argv)
+    ap.add_argument("--count", type=int, default=100, help="instances of each echo component")
+    ap.add_argument(
+        "--guests",
+        default=",".join(g[0] for g in GUESTS),
+        help="comma-separated guests to call: echo (componentize-py), echo-min (WAT)",
+    )
+    ap.add_argument("--no-start", action="store_true", help="skip the start and 0 → 100 figures")
+    return ap
 
+
+async def measure(args: argparse.Namespace) -> list[Figure]:
     from components.build import build
 
-    echo = build("echo", "v1")
-    rows: list[tuple[str, str, str, str]] = []
+    wanted = {g.strip() for g in args.guests.split(",") if g.strip()}
+    unknown = wanted - {g[0] for g in GUESTS}
+    if unknown:
+        raise SystemExit(f"--guests: unknown guest(s) {sorted(unknown)}; known: echo, echo-min")
+    guests = [
+        (cid, build(name, variant), label) for cid, name, variant, label in GUESTS if cid in wanted
+    ]
+    figures: list[Figure] = []
+
+    def fig(
+        name: str, value: float, unit: str, better: str = "higher", baseline: float | None = None
+    ) -> None:
+        figures.append(
+            Figure(BENCH, name, value, unit, better, baseline, RAW if baseline is not None else "")  # type: ignore[arg-type]
+        )
+
     async with Cluster() as cluster:
-        cluster.spawn("bench.raw_echo", cluster.url, "raw.echo", wait_for_ready=True)
+        raw_proc = cluster.spawn("bench.raw_echo", cluster.url, "raw.echo", wait_for_ready=True)
         host_id = await cluster.host()
+        host_pid = cluster.procs[-1].pid
         client = await cluster.client()
         nc = await nats.connect(cluster.url)
         tmp = cluster.tmp
+        raw_cpu, host_cpu = CpuMeter(raw_proc.pid), CpuMeter(host_pid)
 
-        # -- start: cold then warm compile cache --------------------------------
-        ref = echo.as_uri()
-        t = time.perf_counter()
-        await client.scale_component(host_id, ref, "echo", 1)
-        cold = time.perf_counter() - t
-        await client.scale_component(host_id, ref, "echo", 0)
-        # a second host process on the same data dir: the compile cache is on disk only
-        second = await cluster.host()
-        t = time.perf_counter()
-        await client.scale_component(second, ref, "echo-warm", 1)
-        warm = time.perf_counter() - t
-        await client.scale_component(second, ref, "echo-warm", 0)
-        await client.scale_component(host_id, ref, "echo", args.count)
+        if not args.no_start:
+            # -- start: cold then warm compile cache (the componentize-py echo) ----------
+            ref = guests[0][1].as_uri()
+            t = time.perf_counter()
+            await client.scale_component(host_id, ref, "echo-cold", 1)
+            cold = time.perf_counter() - t
+            await client.scale_component(host_id, ref, "echo-cold", 0)
+            # a second host process on the same data dir: the compile cache is on disk only
+            second = await cluster.host()
+            t = time.perf_counter()
+            await client.scale_component(second, ref, "echo-warm", 1)
+            warm = time.perf_counter() - t
+            await client.scale_component(second, ref, "echo-warm", 0)
+            fig("component start, cold compile cache", cold, "s", "lower")
+            fig("component start, warm disk cache (new host)", warm, "s", "lower")
+        for cid, path, _ in guests:
+            await client.scale_component(host_id, path.as_uri(), cid, args.count)
 
         # -- latency and throughput ---------------------------------------------
         payload = codec.pack(["hello"])
@@ -99,47 +160,75 @@ async def main(argv: list[str]) -> None:
         async def raw_call() -> object:
             return await nc.request("raw.echo", payload, timeout=10)
 
-        async def lattice_call() -> object:
-            return await client.call("echo", "lattice:examples/echo.echo", ["hello"], timeout=10)
+        def lattice_call(cid: str) -> Callable[[], Awaitable[object]]:
+            async def call() -> object:
+                return await client.call(cid, "lattice:examples/echo.echo", ["hello"], timeout=10)
 
-        raw_seq = await sequential(raw_call, args.calls)
-        lat_seq = await sequential(lattice_call, args.calls)
-        raw_tp = await concurrent(raw_call, args.total, args.inflight)
-        lat_tp = await concurrent(lattice_call, args.total, args.inflight)
+            return call
 
-        # -- 0 -> 100 warm instances (in this process, to read memory precisely) ---
-        scale_s, idle_inst, used_inst = await scale_to_100(echo, tmp / "inproc")
+        Call = Callable[[], Awaitable[object]]
 
-        p50r, p50l = pct(raw_seq, 0.5), pct(lat_seq, 0.5)
-        rows = [
-            (
-                "p50, one at a time",
-                f"{p50r * 1e6:.0f} µs",
-                f"{p50l * 1e6:.0f} µs",
-                f"+{(p50l - p50r) * 1e6:.0f} µs",
-            ),
-            (
-                "p99, one at a time",
-                f"{pct(raw_seq, 0.99) * 1e6:.0f} µs",
-                f"{pct(lat_seq, 0.99) * 1e6:.0f} µs",
-                "",
-            ),
-            (
-                f"calls/s, {args.inflight} in flight",
-                f"{raw_tp:,.0f}",
-                f"{lat_tp:,.0f}",
-                f"{lat_tp / raw_tp:.2f}×",
-            ),
-            ("component start, cold compile cache", "", f"{cold:.2f} s", ""),
-            ("component start, warm disk cache (new host)", "", f"{warm:.2f} s", ""),
-            ("0 → 100 warm instances", "", f"{scale_s:.2f} s", ""),
-            ("memory per warm instance, idle", "", f"{idle_inst / 2**20:.2f} MiB", ""),
-            ("memory per instance after one call", "", f"{used_inst / 2**20:.2f} MiB", ""),
-        ]
+        async def seq(fn: Call, meter: CpuMeter) -> tuple[list[float], float]:
+            meter.start()
+            samples = await sequential(fn, args.calls)
+            return samples, meter.per_call(args.calls + 50)  # sequential warms up with 50
+
+        async def tp(fn: Call, meter: CpuMeter) -> tuple[float, float]:
+            meter.start()
+            rate = await concurrent(fn, args.total, args.inflight)
+            return rate, meter.per_call(args.total)
+
+        raw_seq, raw_seq_cpu = await seq(raw_call, raw_cpu)
+        lat_seq = {cid: await seq(lattice_call(cid), host_cpu) for cid, _, _ in guests}
+        raw_tp, raw_tp_cpu = await tp(raw_call, raw_cpu)
+        lat_tp = {cid: await tp(lattice_call(cid), host_cpu) for cid, _, _ in guests}
+        p50r = pct(raw_seq, 0.5)
+        for cid, _, label in guests:
+            samples, cpu_seq = lat_seq[cid]
+            rate, cpu_tp = lat_tp[cid]
+            p50l = pct(samples, 0.5)
+            fig(f"p50, one at a time ({label})", p50l * 1e6, "µs", "lower", p50r * 1e6)
+            fig(f"p50 overhead, one at a time ({label})", (p50l - p50r) * 1e6, "µs", "lower")
+            fig(
+                f"p99, one at a time ({label})",
+                pct(samples, 0.99) * 1e6,
+                "µs",
+                "lower",
+                pct(raw_seq, 0.99) * 1e6,
+            )
+            fig(f"calls/s, {args.inflight} in flight ({label})", rate, "calls/s", "higher", raw_tp)
+            fig(
+                f"CPU per call, one at a time ({label})",
+                cpu_seq * 1e6,
+                "µs",
+                "lower",
+                raw_seq_cpu * 1e6,
+            )
+            fig(
+                f"CPU per call, {args.inflight} in flight ({label})",
+                cpu_tp * 1e6,
+                "µs",
+                "lower",
+                raw_tp_cpu * 1e6,
+            )
         await nc.close()
         await client.close()
-    print_table(rows)
-    save("invoke", rows)
+
+        if not args.no_start:
+            # -- 0 -> 100 warm instances (in this process, to read memory precisely) ---
+            scale_s, idle_inst, used_inst = await scale_to_100(guests[0][1], tmp / "inproc")
+            fig("0 → 100 warm instances", scale_s, "s", "lower")
+            fig("memory per warm instance, idle", idle_inst / 2**20, "MiB", "lower")
+            fig("memory per instance after one call", used_inst / 2**20, "MiB", "lower")
+    return figures
+
+
+async def main(argv: list[str]) -> None:
+    from bench.all import machine_facts, report
+
+    args = parser().parse_args(argv)
+    machine = machine_facts()
+    report(BENCH, await measure(args), vars(args), machine)
 
 
 async def scale_to_100(echo: Path, data_dir: Path) -> tuple[float, float, float]:
@@ -173,6 +262,9 @@ async def scale_to_100(echo: Path, data_dir: Path) -> tuple[float, float, float]
     await pool.drain()
     ticker.stop()
     return elapsed, idle, used
+
+
+# -- the plain table and bench/results/NAME.json, still used by controller, deploy, soak
 
 
 def print_table(

