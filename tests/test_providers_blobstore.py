@@ -34,7 +34,7 @@ from providers.sdk import HostData, Link
 from tests.s3server import S3Server, s3_server  # noqa: F401 - the fixture
 from tests.servers import ProviderProcess, control, link_body, rpc
 
-BACKENDS = ["fs"]
+BACKENDS = ["fs", "nats"]
 BS = "wasi:blobstore/blobstore."
 CT = "wasi:blobstore/container."
 BS_OPS = {
