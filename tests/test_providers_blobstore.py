@@ -34,7 +34,7 @@ from providers.sdk import HostData, Link
 from tests.s3server import S3Server, s3_server  # noqa: F401 - the fixture
 from tests.servers import ProviderProcess, control, link_body, rpc
 
-BACKENDS = ["fs", "nats"]
+BACKENDS = ["fs", "nats", "s3"]
 BS = "wasi:blobstore/blobstore."
 CT = "wasi:blobstore/container."
 BS_OPS = {
@@ -321,6 +321,22 @@ async def multi_chunk_and_ranges(blob: Blob) -> None:
     assert await blob.ok("has-object", c, "fresh") is False
 
 
+async def larger_than_a_multipart_part(blob: Blob) -> None:
+    """11 MiB: three S3 multipart parts (5 MiB each but the last); an upload aborted
+    after a part went up leaves nothing behind."""
+    c = await container(blob)
+    big = data_of(11 * 1024 * 1024 + 3, "multi")
+    await blob.put(c, "large", big)
+    assert (await blob.ok("object-info", c, "large"))["size"] == len(big)
+    assert await blob.get(c, "large") == big
+    u = uuid.uuid4().hex
+    for i in range(24):  # 6 MiB: one part is up on S3
+        await blob.ok("write-data", c, "half", u, i, big[i * PART : (i + 1) * PART], False)
+    await blob.ok("abort-write", c, "half", u)
+    assert await blob.ok("has-object", c, "half") is False
+    assert await blob.all_names(c) == ["large"]
+
+
 async def uploads_misused(blob: Blob) -> None:
     c = await container(blob)
     u = uuid.uuid4().hex
@@ -468,6 +484,7 @@ SCENARIOS: list[Scenario] = [
     container_lifecycle,
     round_trip,
     multi_chunk_and_ranges,
+    larger_than_a_multipart_part,
     uploads_misused,
     list_with_pagination,
     copy_and_move,
