@@ -49,6 +49,9 @@ BUILTIN = {
     "keyvalue-nats": "providers.keyvalue_nats",
     "messaging-nats": "providers.messaging_nats",
     "http-server": "providers.http_server",
+    "blobstore-fs": "providers.blobstore_fs",
+    "blobstore-nats": "providers.blobstore_nats",
+    "blobstore-s3": "providers.blobstore_s3",
 }
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
