@@ -52,6 +52,7 @@ BUILTIN = {
     "blobstore-fs": "providers.blobstore_fs",
     "blobstore-nats": "providers.blobstore_nats",
     "blobstore-s3": "providers.blobstore_s3",
+    "sqldb-postgres": "providers.sqldb_postgres",
 }
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
