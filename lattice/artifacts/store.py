@@ -1,8 +1,9 @@
 """The lattice as a registry: component artifacts in a JetStream object store.
 
-Bucket `LATTICE_ARTIFACTS_{lattice}` holds one object per `NAME:VERSION`, written by
-nats-py's object store in 512 KiB chunks (one JetStream message each, half the server's
-default 1 MiB `max_payload`), so an 18 MB component needs no raised `max_payload`.
+Bucket `LATTICE_ARTIFACTS_{lattice}` holds one object per `NAME:VERSION`, in the
+layout of nats-py's object store, in 512 KiB chunks (one JetStream message each, half
+the server's default 1 MiB `max_payload`), so an 18 MB component needs no raised
+`max_payload`. Writes pipeline the chunks (`lattice.artifacts.objwrite`).
 Reads pull the chunks in batches through a consumer of our own and, when a fetch fails
 (a timeout, a reconnect), resume from the chunk after the last one received instead of
 starting over; this is also 14x faster than nats-py's ordered-consumer `get` (35 MB:
@@ -31,6 +32,7 @@ from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
+from lattice.artifacts.objwrite import ObjectWriteError, put_object
 from lattice.artifacts.refs import LatticeRef, RefError, sha256_digest
 from lattice.artifacts.wasm import World
 
@@ -128,10 +130,10 @@ class ObjectBucket:
     async def put(self, name: str, data: bytes, headers: dict[str, str]) -> ArtifactInfo:
         store = await self.open()
         chunk = min(CHUNK_SIZE, max(64 * 1024, (self.nc.max_payload or CHUNK_SIZE) // 2))
-        meta = api.ObjectMeta(
-            name=name, headers=headers, options=api.ObjectMetaOptions(max_chunk_size=chunk)
-        )
-        info = await store.put(name, data, meta=meta)
+        try:
+            info = await put_object(self.nc, store, self.bucket, name, data, headers, chunk)
+        except ObjectWriteError as exc:
+            raise StoreError(str(exc)) from None
         return _info(info)
 
     async def info(self, name: str) -> ArtifactInfo | None:
