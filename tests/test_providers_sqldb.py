@@ -533,3 +533,76 @@ async def test_still_serving_after_all_of_it(sql: SQL) -> None:
     assert rows == [[col("c", {"int4": 2})]]
     health = await sql.health()
     assert sql.pg.password not in health["message"]
+
+
+# ---------------------------------------------------------------------- pure rules
+
+
+@pytest.mark.parametrize(
+    ("statement", "retry"),
+    [
+        ("SELECT 1", True),
+        ("  select * from t where a = $1 -- trailing; comment", True),
+        ("SELECT 'insert into x' AS s;", True),
+        ('SELECT "update" FROM t', True),
+        ("SELECT $$ delete $$, $tag$ drop ; $tag$", True),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", True),
+        ("SELECT CASE WHEN a THEN 1 END FROM t", True),
+        ("SHOW search_path", True),
+        ("EXPLAIN SELECT 1", True),
+        ("VALUES (1), (2)", True),
+        ("TABLE photos", True),
+        ("/* a /* nested */ comment */ SELECT 1", True),
+        ("SELECT E'it\\'s' AS s", True),
+        ("EXPLAIN ANALYZE SELECT 1", False),
+        ("EXPLAIN (ANALYZE) INSERT INTO t VALUES (1)", False),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", False),
+        ("SELECT * INTO new_table FROM t", False),
+        ("SELECT * FROM t FOR UPDATE", False),
+        ("SELECT nextval('s')", False),
+        ("SELECT pg_advisory_lock(1)", False),
+        ("SELECT set_config('a.b', 'c', false)", False),
+        ("INSERT INTO t VALUES (1)", False),
+        ("UPDATE t SET a = 1", False),
+        ("SELECT 1; SELECT 2", False),
+        ("SELECT 1; DELETE FROM t", False),
+        ("CALL p()", False),
+        ("", False),
+    ],
+)
+def test_read_only_is_conservative(statement: str, retry: bool) -> None:
+    from providers.sqldb_postgres.statements import read_only
+
+    assert read_only(statement) is retry
+
+
+def test_transaction_control_and_statement_count() -> None:
+    from providers.sqldb_postgres.statements import count, has_transaction_control
+
+    assert has_transaction_control("BEGIN; INSERT INTO t VALUES (1); COMMIT")
+    assert has_transaction_control("insert into t values (1); savepoint a")
+    assert not has_transaction_control("CREATE TABLE t (a int); INSERT INTO t VALUES ('begin')")
+    assert count("SELECT ';'; -- ; \n SELECT 2;") == 2
+    assert count("  ;; -- nothing\n") == 0
+
+
+def test_hashable_floats_match_rust_integer_decode() -> None:
+    from providers.sqldb_postgres.values import decode_hashable
+
+    assert encode_f64(1.0) == [2**52, -52, 1]  # Rust: (4503599627370496, -52, 1)
+    assert encode_f64(-0.5) == [2**52, -53, -1]
+    assert encode_f32(1.0) == [2**23, -23, 1]  # Rust: (8388608, -23, 1)
+    for x in (0.0, -0.0, 1e-310, 5e-324, 1.7976931348623157e308, math.pi, math.inf, -math.inf):
+        assert decode_hashable(encode_f64(x), f32=False) == x
+    assert math.isnan(decode_hashable(encode_f64(math.nan), f32=False))
+    assert decode_hashable(encode_f32(math.inf), f32=True) == math.inf
+    assert decode_hashable(encode_f32(0.1), f32=True) == 0.10000000149011612
+
+
+def test_the_builtin_ref_runs_this_provider() -> None:
+    import sys
+
+    from host.providers import provider_command
+
+    cmd = provider_command("builtin://sqldb-postgres")
+    assert cmd == [sys.executable, "-m", "providers.sqldb_postgres"]
