@@ -202,8 +202,11 @@ class PostgresProvider(Provider):
 
         async def probe(linked: _Linked) -> str | None:
             try:
-                async with linked.pool.connection(timeout=2.0) as conn:
+                conn = await self._checkout(linked.pool, 2.0)
+                try:
                     await conn.execute("")
+                finally:
+                    await linked.pool.putconn(conn)
             except (PoolTimeout, psycopg.Error) as exc:
                 reason = linked.errors.text or _first_line(exc)
                 return f"{linked.settings.where}: {self._scrub(linked, reason)}"

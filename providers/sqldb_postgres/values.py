@@ -411,11 +411,11 @@ def array_text(items: list[str | None]) -> str:
 
 
 class Param:
-    """One parameter as sent: the text and the type it is for (None: SQL NULL)."""
+    """One parameter as sent: its text and the PostgreSQL type it is for."""
 
     __slots__ = ("text", "type_name")
 
-    def __init__(self, type_name: str, text: str | None) -> None:
+    def __init__(self, type_name: str, text: str) -> None:
         self.type_name = type_name
         self.text = text
 
@@ -556,7 +556,6 @@ _DECODED: dict[int, tuple[str, Callable[[Any], Any]]] = {
     OID["bytea"]: ("bytea", bytes),
 }
 _ARRAY_CASE = {v: k for k, v in _ARRAYS.items()}
-_ARRAY_CASE["int2"] = "int2-array"
 _ELEMENT_OF = {
     info.array_oid: info.oid for info in postgres.types if info.array_oid and info.oid in {
         *_FROM_TEXT, *_DECODED}
