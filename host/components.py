@@ -31,7 +31,13 @@ from host.runtime.loader import LoadError, load_pool
 from host.runtime.pool import InstancePool, PoolClosed
 from lattice import codec
 from lattice.protocol import events, subjects
-from lattice.protocol.invocation import ERROR_HEADER, HOST_HEADER, ErrorKind, InvocationError
+from lattice.protocol.invocation import (
+    ERROR_HEADER,
+    HOST_HEADER,
+    SOURCE_HEADER,
+    ErrorKind,
+    InvocationError,
+)
 from lattice.protocol.messages import (
     ComponentDescription,
     ComponentLimits,
@@ -102,6 +108,7 @@ class ComponentManager:
         self._ok_headers = {HOST_HEADER: host_id}
         self._log = log.bind(host_id=host_id, lattice=lattice)
         self.spy: Any = None  # host/spy.py, set when the host starts: taps spied components
+        self.metrics: Any = None  # host/metrics.py: counts each call served
 
     def _pool_getter(self, component_id: str) -> Callable[[], InstancePool | None]:
         def get() -> InstancePool | None:
@@ -303,15 +310,23 @@ class ComponentManager:
                 self._accept(component_id, msg)
             except InvocationError as exc:
                 self._send(msg.reply, None, exc)
+                if self.metrics is not None:  # refused before a pool saw it: no function name
+                    self.metrics.invoked(component_id, "other", "", str(exc.kind), 0.0)
 
         return dispatch
 
     def _accept(self, component_id: str, msg: Msg) -> None:
         operation = subjects.rpc_operation(msg.subject, self.lattice, component_id)
         reply, traced = msg.reply, bool(msg.headers)
+        metrics, started = self.metrics, time.perf_counter()
 
         def done(body: Any, error: InvocationError | None) -> None:
             self._send(reply, body, error, traced)
+            if metrics is not None:
+                source = msg.headers.get(SOURCE_HEADER, "") if msg.headers else ""
+                kind = None if error is None else str(error.kind)
+                elapsed = time.perf_counter() - started
+                metrics.invoked(component_id, operation, source, kind, elapsed)
 
         if self.spy is not None and self.spy.active(component_id):  # `lattice spy`
             done = self.spy.inbound(component_id, operation, msg, done)

@@ -89,6 +89,7 @@ class HostConfig:
     provider_health_interval: float = 30.0
     beat_interval: float = 1.0  # liveness beats (host/liveness.py); 0 turns them off
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings.from_env)
+    admin_addr: str | None = None  # HOST:PORT for /livez, /readyz, /metrics (host/admin.py)
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")

@@ -28,6 +28,7 @@ from host.ctl import ControlInterface
 from host.events_stream import ensure as ensure_events_stream
 from host.identity import HostIdentity, builtin_labels, load_identity
 from host.liveness import Beater
+from host.metrics import HostMetrics
 from host.providers import ProviderManager
 from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
@@ -82,6 +83,8 @@ class Host:
         self.started = asyncio.Event()
         self.before_stop: list[Callable[[], Awaitable[None]]] = []  # e.g. an embedded controller
         self._log = log.bind(host_id=self.host_id, lattice=self.lattice)
+        self.metrics = HostMetrics(self)  # its own registry: several hosts in one process
+        self.admin: Any = None  # host/admin.py, with --admin-addr
 
     @property
     def host_id(self) -> str:
@@ -141,6 +144,7 @@ class Host:
             publish_event=self.publish_event,
             bridge=self.bridge,
         )
+        self.components.metrics = self.bridge.metrics = self.metrics
         self.providers = ProviderManager(
             nc=self.nc,
             lattice=self.lattice,
@@ -162,6 +166,8 @@ class Host:
             self._beat = Beater(url, self.lattice, self.host_id, self.config.beat_interval)
             self._beat.start()
         self.nats_url = url
+        if self.config.admin_addr:
+            await self._start_admin(self.config.admin_addr)
         self.started.set()
         self._log.info(
             "host started",
@@ -262,7 +268,20 @@ class Host:
             await asyncio.wait_for(self.nc.close(), 5.0)
         self.ticker.stop()
         await self._stop_embedded()
+        if self.admin is not None:
+            await self.admin.stop()
         self._log.info("host stopped")
+
+    async def _start_admin(self, addr: str) -> None:
+        from host.admin import AdminServer, host_checks
+
+        self.admin = AdminServer(addr, self.metrics.registry, host_checks(self), "host")
+        try:
+            await self.admin.start()
+        except OSError as exc:
+            self.admin = None
+            await self.stop(f"admin endpoints failed: {exc}")
+            raise HostStartError(str(exc)) from None
 
     async def _stop_embedded(self) -> None:
         if self.embedded is not None:
@@ -279,6 +298,7 @@ class Host:
             self._log.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnect(self) -> None:
+        self.metrics.nats_reconnects += 1
         if hasattr(self, "state"):
             self._resync = asyncio.ensure_future(self.state.resync())
         self._log.info(

@@ -178,6 +178,7 @@ class ImportBridge:
     """Defines forwarding imports in a component's linker; one per host."""
 
     spy: Any = None  # host/spy.py sets it: taps the link calls of spied components
+    metrics: Any = None  # host/metrics.py: counts link calls by source, link name, target
 
     def __init__(
         self,
@@ -378,6 +379,7 @@ class ImportBridge:
             except nats.errors.NoRespondersError:
                 msg, miss = None, handoff.Miss.NO_RESPONDERS
             except (nats.errors.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
+                self._count(component_id, name, target, operation, "timeout")
                 raise ImportFailure(
                     f"{where}: target {target} did not answer {operation} within "
                     f"{timeout_ms / 1000:g}s (the outcome is unknown)"
@@ -387,6 +389,8 @@ class ImportBridge:
             if msg is not None:
                 body = codec.unpack(msg.data)
                 kind = (msg.headers or {}).get(ERROR_HEADER)
+                if kind != ErrorKind.NOT_LINKED:
+                    self._count(component_id, name, target, operation, kind)
                 if kind is None:
                     return body
                 err = InvocationError.from_body(body, kind)
@@ -406,6 +410,10 @@ class ImportBridge:
                 with blocked():
                     time.sleep(step.wait)
             link = step.link
+
+    def _count(self, source: str, name: str, target: str, op: str, kind: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.link_called(source, name, target, op, kind)
 
     def _request(
         self, subject: str, payload: bytes, headers: dict[str, str], timeout: float

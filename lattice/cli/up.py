@@ -67,6 +67,16 @@ LogFormat = Annotated[
         "--log-format", envvar="LATTICE_LOG_FORMAT", metavar="json|console", help="Log format."
     ),
 ]
+AdminAddr = Annotated[
+    str | None,
+    typer.Option(
+        "--admin-addr",
+        envvar="LATTICE_ADMIN_ADDR",
+        metavar="HOST:PORT",
+        help="Serve /livez, /readyz and Prometheus /metrics here (off by default).",
+        show_default=False,
+    ),
+]
 LogLevel = Annotated[
     str,
     typer.Option(
@@ -76,6 +86,16 @@ LogLevel = Annotated[
         help="debug, info, warning or error.",
     ),
 ]
+
+
+def check_admin_addr(addr: str | None) -> str | None:
+    """`--admin-addr` as given, after checking it looks like HOST:PORT (ValueError)."""
+    if not addr:
+        return None
+    from host.admin import parse_addr
+
+    parse_addr(addr)
+    return addr
 
 
 def data_dir_of(data_dir: Path | None) -> Path:
@@ -252,6 +272,7 @@ def up(
             help="Use and publish compiled components signed by hosts of this lattice.",
         ),
     ] = True,
+    admin_addr: AdminAddr = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -291,6 +312,7 @@ def up(
             limits=Limits(timeout_ms=timeout_ms, memory_mb=memory_mb),
             embedded_nats=embedded_nats,
             artifacts=artifact_settings(allow_insecure_registry, allow_latest, shared_compile),
+            admin_addr=check_admin_addr(admin_addr),
         )
         if detach:
             start_detached(data)
@@ -597,6 +619,7 @@ def controller(
     ] = 15.0,
     log_format: LogFormat = "console",
     log_level: LogLevel = "info",
+    admin_addr: AdminAddr = None,
 ) -> None:
     """Run a manifest controller (several may run: one leads, the others stand by).
 
@@ -612,11 +635,20 @@ def controller(
     except ValueError as exc:
         raise usage(str(exc)) from None
     where = target(nats_url, lattice)
+    try:
+        admin = check_admin_addr(admin_addr)
+    except ValueError as exc:
+        raise usage(str(exc)) from None
 
     async def go() -> None:
         if not await natsd.answers(where.nats_url, timeout=5):
             raise LatticeError(f"cannot reach NATS at {where.nats_url}: no server answers")
-        ctl = Controller(where.nats_url, where.lattice or DEFAULT_LATTICE, host_expiry=host_expiry)
+        ctl = Controller(
+            where.nats_url,
+            where.lattice or DEFAULT_LATTICE,
+            host_expiry=host_expiry,
+            admin_addr=admin,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, ctl._stop.set)

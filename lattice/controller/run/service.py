@@ -32,6 +32,7 @@ from lattice.controller.manifest import Manifest
 from lattice.controller.plan import DEFAULT_HOST_EXPIRY, Plan, plan
 from lattice.controller.run.api import Api
 from lattice.controller.run.lease import Lease
+from lattice.controller.run.metrics import ControllerMetrics
 from lattice.controller.run.observer import DEFAULT_BEAT_MISSES, Observer
 from lattice.controller.run.store import AppRecord, ManifestStore, StoreError
 from lattice.controller.run.worker import Worker
@@ -60,6 +61,7 @@ class Controller:
         resync_interval: float = 5.0,
         beat_misses: float = DEFAULT_BEAT_MISSES,
         beats: bool = True,
+        admin_addr: str | None = None,
     ) -> None:
         self.nats_url = nats_url
         self.lattice = lattice
@@ -78,6 +80,9 @@ class Controller:
         self._lost_seen: set[str] = set()  # lost hosts already written to history
         self._stop = asyncio.Event()
         self._log = log.bind(lattice=lattice, controller_id=self.id)
+        self.admin_addr = admin_addr  # /livez, /readyz, /metrics (host/admin.py)
+        self.admin: Any = None
+        self.metrics = ControllerMetrics(self)
 
     @property
     def is_leader(self) -> bool:
@@ -123,6 +128,14 @@ class Controller:
         )
         await self.nc.flush()  # the API is answerable once start() returns
         self._tasks = [asyncio.create_task(self._lease_loop()), asyncio.create_task(self._loop())]
+        if self.admin_addr:
+            from host.admin import AdminServer, controller_checks
+
+            admin = AdminServer(
+                self.admin_addr, self.metrics.registry, controller_checks(self), "controller"
+            )
+            await admin.start()
+            self.admin = admin
         self._log.info("controller started")
 
     async def stop(self) -> None:
@@ -139,6 +152,8 @@ class Controller:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), 5.0)
+        if self.admin is not None:
+            await self.admin.stop()
         self._log.info("controller stopped")
 
     async def run_forever(self) -> None:
@@ -165,10 +180,13 @@ class Controller:
             if not self.lease.is_leader:
                 continue
             try:
-                await self.reconcile()
+                with self.metrics.reconcile.time():
+                    await self.reconcile()
             except StoreError as exc:  # plan nothing from a partial view; try next round
+                self.metrics.reconcile_errors.inc()
                 self._log.warning("cannot read the applications; not reconciling", error=str(exc))
             except Exception:
+                self.metrics.reconcile_errors.inc()
                 self._log.exception("reconcile failed")
 
     async def reconcile(self) -> int:
