@@ -15,7 +15,7 @@ one `other` series.
 Metric names (also in docs/operations.md):
   lattice_host_invocations_total{component,function,source}
   lattice_host_invocation_errors_total{component,function,source,kind}
-  lattice_host_invocation_duration_seconds{component,function}  (histogram)
+  lattice_host_invocation_duration_seconds{component,function,source}  (histogram)
   lattice_host_link_calls_total{source,link_name,target,function}
   lattice_host_link_call_errors_total{source,link_name,target,function,kind}
   lattice_host_instances_active / _warm / _max{component}
