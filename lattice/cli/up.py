@@ -352,6 +352,8 @@ async def serve(host: Any, controller: bool | None, state_file: Path | None) -> 
         from lattice.controller.run.service import Controller
 
         ctl = Controller(host.nats_url, host.lattice)
+        for collector in ctl.metrics.collectors():  # on the host's /metrics
+            host.metrics.registry.register(collector)
         host.before_stop.append(ctl.stop)
         await ctl.start()
         log.info("controller running in this process", reason=why, lattice=host.lattice)

@@ -39,6 +39,11 @@ class ControllerMetrics:
         )
         self.registry.register(self)  # type: ignore[arg-type]
 
+    def collectors(self) -> tuple[Any, ...]:
+        """Everything this exports, to add to another registry (a host's, when the
+        controller runs inside `lattice up`)."""
+        return (self, self.reconcile, self.reconcile_errors)
+
     def collect(self) -> Iterator[Metric]:
         desired = GaugeMetricFamily(
             "lattice_controller_app_desired_instances",
