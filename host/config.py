@@ -90,6 +90,7 @@ class HostConfig:
     beat_interval: float = 1.0  # liveness beats (host/liveness.py); 0 turns them off
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings.from_env)
     admin_addr: str | None = None  # HOST:PORT for /livez, /readyz, /metrics (host/admin.py)
+    compile_cache_dir: Path | None = None  # default {data_dir}/cache; may be shared
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")
@@ -100,7 +101,9 @@ class HostConfig:
 
     @property
     def cache_dir(self) -> Path:
-        return self.data_dir / "cache"
+        """Compiled components. Hosts on one machine may share one (LATTICE_COMPILE_CACHE):
+        entries are keyed by digest and engine and written atomically."""
+        return self.compile_cache_dir or self.data_dir / "cache"
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:

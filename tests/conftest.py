@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -28,6 +29,9 @@ pytest_plugins = ("tests.servers",)
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
+# `lattice up` processes the tests start (CLI, README, examples) use the in-process test
+# hosts' compile cache too, instead of compiling each component again per data dir.
+os.environ.setdefault("LATTICE_COMPILE_CACHE", str(CACHE / "test-host" / "cache"))
 
 
 def precompile(*paths: Path) -> None:

@@ -168,7 +168,7 @@ def test_every_example_runs(
 
     def follow(example: str, expect: str, poke: list[str] | None = None) -> None:
         """Run until `expect` shows (poking the lattice with `poke` meanwhile) or 60 s
-        pass, but at least 4 s; then Ctrl-C, which must end it with exit 0."""
+        pass, but at least 2 s; then Ctrl-C, which must end it with exit 0."""
         proc = subprocess.Popen(
             argv(example),
             stdout=subprocess.PIPE,
@@ -183,7 +183,7 @@ def test_every_example_runs(
         try:
             start = time.monotonic()
             while time.monotonic() - start < 60:
-                if time.monotonic() - start > 4 and expect in "".join(seen):
+                if time.monotonic() - start > 2 and expect in "".join(seen):
                     break
                 assert proc.poll() is None, f"{example} exited early: {proc.stderr.read()}"  # type: ignore[union-attr]
                 if poke:

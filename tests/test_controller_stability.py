@@ -3,7 +3,8 @@
 Three real hosts (zone=east, east, west) and a real controller run two apps: `shop`, a
 counter with 4 instances spread 80/20 over the zones, a keyvalue provider and a link
 with inline config; and `echoes`, an echo component spread over every host. Then a
-seeded random stream of operations that concern neither app runs for two minutes:
+seeded random stream of operations that concern neither app runs for a minute
+(`LATTICE_STABILITY_SECONDS` for longer):
 foreign providers started and stopped (also with the app's provider image), a foreign
 component (the echo app's image) scaled, links and config for other sources put and
 deleted, a non-spread label put and deleted, a fourth host joining and leaving, and
@@ -45,7 +46,7 @@ COUNTER = "lattice:examples/counter"
 KV_IMAGE = "builtin://keyvalue-nats"
 KV = ("wasi", "keyvalue")
 IFACES = ["store", "atomics"]
-CHURN_SECONDS = float(os.environ.get("LATTICE_STABILITY_SECONDS", "125"))
+CHURN_SECONDS = float(os.environ.get("LATTICE_STABILITY_SECONDS", "60"))
 SEED = int(os.environ.get("LATTICE_STABILITY_SEED", "8"))
 
 SHOP_IDS = {"shop-counter", "shop-kv"}

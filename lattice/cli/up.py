@@ -98,6 +98,14 @@ def check_admin_addr(addr: str | None) -> str | None:
     return addr
 
 
+def compile_cache_from_env() -> Path | None:
+    """LATTICE_COMPILE_CACHE: one compile cache for several hosts of one machine (its
+    entries are keyed by digest and engine, written atomically), instead of one per
+    data dir. No flag: it is a machine's layout, not a host's setting."""
+    raw = os.environ.get("LATTICE_COMPILE_CACHE", "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
 def data_dir_of(data_dir: Path | None) -> Path:
     from host.config import default_data_dir
 
@@ -313,6 +321,7 @@ def up(
             embedded_nats=embedded_nats,
             artifacts=artifact_settings(allow_insecure_registry, allow_latest, shared_compile),
             admin_addr=check_admin_addr(admin_addr),
+            compile_cache_dir=compile_cache_from_env(),
         )
         if detach:
             start_detached(data)
