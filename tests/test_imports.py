@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 
+from host.runtime.imports import error_fallback
 from lattice.client import LatticeClient
 from lattice.protocol.invocation import ErrorKind, InvocationError
+from lattice.valtype import FuncSig, Prim, ResultT, VariantT
 
 RELAY = "lattice:examples/relay"
 
@@ -75,3 +77,17 @@ async def test_link_name_chosen_by_config(
     await client.put_config("caller-links", {"link-name.lattice:examples": "default"})
     with pytest.raises(InvocationError, match="'default'"):
         await client.call("caller", f"{RELAY}.relay-hello", ["z"])
+
+
+def test_an_unreachable_link_is_the_wits_own_catch_all_error_not_a_trap() -> None:
+    """wasmcloud:postgres says `unexpected(string)`, wasi:keyvalue `other(string)`: both
+    get the bridge's message; a variant with no catch-all case still traps (no guess)."""
+    s = Prim("string")
+
+    def sig(*cases: str) -> FuncSig:
+        return FuncSig(params=(), result=ResultT(ok=s, err=VariantT(tuple((c, s) for c in cases))))
+
+    for catch_all in ("other", "unexpected"):
+        got = error_fallback(sig("invalid-params", catch_all), "no link for wasmcloud:postgres")
+        assert (got.tag, got.payload) == (catch_all, "no link for wasmcloud:postgres")
+    assert error_fallback(sig("invalid-params"), "no link") is None

@@ -128,6 +128,11 @@ def bridged_imports(engine: wasmtime.Engine, component: Component) -> list[Impor
     return found
 
 
+CATCH_ALL_CASES = ("other", "unexpected", "internal", "unavailable", "unknown")
+"""Error-variant cases taken to mean "something else went wrong": wasi:keyvalue and
+wasi:blobstore say `other`, wasmcloud:postgres `unexpected`."""
+
+
 def error_fallback(sig: FuncSig, message: str) -> Any | None:
     """The `err` value to return instead of trapping, when the result type allows one."""
     res = sig.result
@@ -138,9 +143,12 @@ def error_fallback(sig: FuncSig, message: str) -> Any | None:
     if isinstance(err, Prim) and err.kind == "string":
         wire = {"err": message}
     elif isinstance(err, VariantT):
-        other = dict(err.cases).get("other")
-        if isinstance(other, Prim) and other.kind == "string":
-            wire = {"err": {"other": message}}
+        cases = dict(err.cases)
+        for name in CATCH_ALL_CASES:  # the WIT's own "anything else" case, if it has one
+            case = cases.get(name)
+            if isinstance(case, Prim) and case.kind == "string":
+                wire = {"err": {name: message}}
+                break
     if wire is None:
         return None
     try:
