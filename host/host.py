@@ -329,6 +329,9 @@ class Host:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            if self.nc.is_closed:  # closed for good (reconnects are unlimited): say so once
+                self._log.warning("NATS connection closed; heartbeats stop")
+                return
             await self.publish_event(
                 "host_heartbeat", events.host_heartbeat(self.inventory().model_dump())
             )
