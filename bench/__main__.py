@@ -12,6 +12,7 @@ BENCHES = {
     "http": "bench.http",
     "deploy": "bench.deploy",
     "soak": "bench.soak",
+    "blobstore": "bench.blobstore",
     "all": "bench.all",  # invoke + provider + http: one table, one .bench-results/ record
     "compare": "bench.compare",  # two records: ratio of every figure, flags beyond ±10 %
 }
