@@ -16,9 +16,19 @@ goes from one call to the next without sleeping.
 How many workers: threads only help while a call runs wasm (the GIL is released
 there); for short calls, extra threads just fight over the GIL (100 workers served
 echo 8x slower than 2). So a pool starts up to one worker per CPU at once, and adds
-more, up to `count`, only while every worker has been busy with one call for longer
-than `STUCK_AFTER` — a slow or runaway call never keeps queued calls waiting for long,
-and `count` calls can still run at once when they need to.
+more, up to `count`, only while every worker is stuck in one call — a slow or runaway
+call never keeps queued calls waiting for long, and `count` calls can still run at once
+when they need to.
+
+Stuck means the call has burnt `STUCK_AFTER` of CPU (wasm or Python), has been out for
+`SLOW_CALL` whatever it does, or waits on a forwarded import (`blocked`). A worker that
+is merely waiting for the GIL or for a CPU is not stuck: under load every call waits so,
+and counting wall time alone added a worker whenever the loop held the GIL for a batch
+of messages (or found every worker between two calls); the workers never left, and the
+~60 threads that a run of `bench invoke` piled up spent twice the host CPU per call
+(383-430 µs against 203-210 µs for the componentize-py echo) at 0.6x the calls/s. A
+worker above the eager number also leaves once no stuck call needs it: after its call,
+or after `IDLE_EXIT` without work.
 """
 
 from __future__ import annotations
@@ -50,7 +60,9 @@ STDERR_KEEP = 4096
 INSTANTIATE_TIMEOUT_MS = 30_000
 MAX_QUEUED = 10_000
 EAGER_WORKERS = max(2, os.cpu_count() or 2)
-STUCK_AFTER = 0.002  # seconds a worker's call runs before another worker is added
+STUCK_AFTER = 0.002  # CPU seconds a call burns before it counts as stuck
+SLOW_CALL = 0.05  # seconds out in one call that count as stuck without burning CPU
+IDLE_EXIT = 1.0  # seconds a surplus worker waits for work before it leaves
 
 log = structlog.get_logger("lattice.pool")
 
@@ -141,7 +153,9 @@ class InstancePool:
         self._idle: list[Slot] = []
         self._workers = 0
         self._waiting_workers = 0
-        self._busy_since: dict[int, float] = {}
+        self._busy_since: dict[int, float] = {}  # worker -> monotonic start of its call
+        self._busy_cpu: dict[int, float] = {}  # worker -> its thread CPU time then
+        self._clocks: dict[int, int] = {}  # worker -> its thread CPU clock
         self._blocked = 0
         self._stopping = False
         # finished calls on their way back to the loop
@@ -215,12 +229,43 @@ class InstancePool:
                 self._spawn_if_needed()
         self._in_flight += 1
 
+    def _stuck(self, ident: int, since: float, now: float) -> bool:
+        """Whether worker `ident`, in a call since `since`, is stuck in it. Holds _cv."""
+        if now - since < STUCK_AFTER:
+            return False
+        if now - since >= SLOW_CALL:  # also a blocked worker (-inf)
+            return True
+        clock, cpu = self._clocks.get(ident), self._busy_cpu.get(ident)
+        if clock is None or cpu is None:
+            return True
+        try:
+            return time.clock_gettime(clock) - cpu >= STUCK_AFTER
+        except OSError:  # the thread is gone
+            return True
+
+    def _surplus(self) -> bool:
+        """More runnable workers than the eager number plus one per stuck call. Holds _cv."""
+        runnable = self._workers - self._blocked
+        if runnable <= EAGER_WORKERS:
+            return False
+        now = time.monotonic()
+        stuck = sum(
+            1
+            for ident, since in self._busy_since.items()
+            if since != float("-inf") and self._stuck(ident, since, now)
+        )
+        return runnable - stuck > EAGER_WORKERS
+
     def _spawn_if_needed(self) -> None:
         """Add a worker when calls wait and every worker is stuck in a call. Holds _cv."""
         if not self._queue or self._workers >= self.max_instances or self._stopping:
             return
         now = time.monotonic()
-        stuck = all(now - t >= STUCK_AFTER for t in self._busy_since.values())
+        busy = self._busy_since
+        # a worker between two calls (not in `busy`) is about to take the next one
+        stuck = len(busy) >= self._workers and all(
+            self._stuck(ident, since, now) for ident, since in busy.items()
+        )
         runnable = self._workers - self._blocked  # workers not parked on I/O
         if runnable < EAGER_WORKERS or (stuck and self._waiting_workers == 0):
             self._workers += 1
@@ -259,6 +304,18 @@ class InstancePool:
 
     def _worker(self) -> None:
         _worker_pool.pool = self
+        ident = threading.get_ident()
+        with self._cv, contextlib.suppress(AttributeError, OSError):  # no clock: wall time only
+            self._clocks[ident] = time.pthread_getcpuclockid(ident)
+        try:
+            self._take_calls(ident)
+        finally:
+            with self._cv:
+                self._clocks.pop(ident, None)
+
+    def _take_calls(self, ident: int) -> None:
+        """Take calls until told to stop; `_workers` is decremented under the same lock
+        hold that decides to leave, so two surplus workers never both leave for one."""
         while True:
             with self._cv:
                 while True:
@@ -267,15 +324,25 @@ class InstancePool:
                         return
                     if self._queue:
                         work = self._queue.popleft()
-                        self._busy_since[threading.get_ident()] = time.monotonic()
+                        self._busy_since[ident] = time.monotonic()
+                        self._busy_cpu[ident] = time.thread_time()
                         break
                     self._waiting_workers += 1
-                    self._cv.wait()
+                    woken = self._cv.wait(IDLE_EXIT)
                     self._waiting_workers -= 1
+                    if not woken and not self._queue and self._surplus():
+                        self._workers -= 1
+                        return
             result, error = self._run(work)
             with self._cv:
-                self._busy_since.pop(threading.get_ident(), None)
+                self._busy_since.pop(ident, None)
+                self._busy_cpu.pop(ident, None)
+                leave = self._surplus()
+                if leave:
+                    self._workers -= 1
             self._finish(work.done, result, error)
+            if leave:
+                return
 
     def _run(self, work: Work) -> tuple[Any, InvocationError | None]:
         op = work.export.operation
