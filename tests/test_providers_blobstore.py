@@ -26,6 +26,8 @@ from typing import Any
 
 import nats
 import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 from nats.aio.client import Client as NATS
 
 from lattice.protocol.invocation import ErrorKind, InvocationError
@@ -76,6 +78,7 @@ class Blob:
     nc: NATS
     proc: ProviderProcess
     config_a: dict[str, str]
+    config_b: dict[str, str]
     secrets: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -196,7 +199,7 @@ async def start_provider(
     )
     await proc.start()
     await proc.wait_ready(nc)
-    return Blob(backend, nc, proc, config_a, secrets)
+    return Blob(backend, nc, proc, config_a, config_b or {}, secrets)
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +241,36 @@ async def container(blob: Blob, source: str = "comp-a") -> str:
 def data_of(size: int, seed: str = "x") -> bytes:
     block = hashlib.sha256(seed.encode()).digest() * 2048  # 64 KiB
     return (block * (size // len(block) + 1))[:size]
+
+
+async def leftovers(blob: Blob, c: str, config: dict[str, str]) -> list[str]:
+    """What unfinished uploads left in the store behind container `c`: temp files (fs),
+    chunk subjects of no live object (nats), multipart uploads (s3)."""
+    if blob.backend == "fs":
+        return [p.name for p in (Path(config["root"]) / ".lattice" / "uploads").iterdir()]
+    bucket = config["bucket_prefix"] + c
+    if blob.backend == "nats":
+        js = blob.nc.jetstream()
+        info = await js.stream_info(f"OBJ_{bucket}", subjects_filter=f"$O.{bucket}.C.>")
+        obs = await js.object_store(bucket)
+        try:
+            live = {i.nuid for i in await obs.list(ignore_deletes=True)}
+        except nats.js.errors.NotFoundError:  # no object at all
+            live = set()
+        subjects = info.state.subjects or {}
+        assert live <= {s.rsplit(".", 1)[-1] for s in subjects}, "the filter sees live chunks"
+        return [s for s in subjects if s.rsplit(".", 1)[-1] not in live]
+    session = get_session()
+    async with session.create_client(
+        "s3",
+        endpoint_url=config["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id=blob.secrets["access_key_id"],
+        aws_secret_access_key=blob.secrets["secret_access_key"],
+        config=AioConfig(s3={"addressing_style": "path"}),
+    ) as s3:
+        uploads = await s3.list_multipart_uploads(Bucket=bucket)
+        return [u["Key"] for u in uploads.get("Uploads", [])]
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -335,6 +368,7 @@ async def larger_than_a_multipart_part(blob: Blob) -> None:
     await blob.ok("abort-write", c, "half", u)
     assert await blob.ok("has-object", c, "half") is False
     assert await blob.all_names(c) == ["large"]
+    assert await leftovers(blob, c, blob.config_a) == [], "an aborted upload is cleaned up"
 
 
 async def uploads_misused(blob: Blob) -> None:
@@ -358,9 +392,7 @@ async def uploads_misused(blob: Blob) -> None:
     err = await blob.err("write-data", cb, "slow", u, 1, b"b", True, source="comp-b")
     assert "unknown (it expired" in err
     assert await blob.ok("has-object", cb, "slow", source="comp-b") is False
-    if blob.backend == "fs":
-        uploads = Path(blob.config_a["root"]).parent / "b" / ".lattice" / "uploads"
-        assert list(uploads.iterdir()) == [], "an expired upload leaves no temp file"
+    assert await leftovers(blob, cb, blob.config_b) == [], "an expired upload leaves nothing"
 
 
 async def list_with_pagination(blob: Blob) -> None:
@@ -520,7 +552,6 @@ async def test_bad_config_is_refused_naming_the_setting(blob: Blob) -> None:
 async def test_fs_paths_cannot_escape_the_root(
     nats_url: str,
     nc: NATS,
-    s3_server: S3Server,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "root"
