@@ -315,7 +315,7 @@ async def round_trip(blob: Blob) -> None:
     await blob.put(c, "empty", b"")
     assert (await blob.ok("object-info", c, "empty"))["size"] == 0
     reply = await blob.ok("get-data", c, "empty", 0, U64_MAX)
-    assert reply == {"data": b"", "size": 0, "next": None}
+    assert {k: reply[k] for k in ("data", "size", "next")} == {"data": b"", "size": 0, "next": None}
     for name in ("dir/sub/file.bin", "with space.txt", "ünïcødé-😀.txt"):
         await blob.put(c, name, name.encode())
         assert await blob.get(c, name) == name.encode()
@@ -328,6 +328,8 @@ async def multi_chunk_and_ranges(blob: Blob) -> None:
     assert (await blob.ok("object-info", c, "big.bin"))["size"] == len(big)
     first = await blob.ok("get-data", c, "big.bin", 0, U64_MAX)
     assert first["data"] == big[:CHUNK] and first["next"] == CHUNK and first["size"] == len(big)
+    second = await blob.ok("get-data", c, "big.bin", CHUNK, U64_MAX)
+    assert second["version"] == first["version"] != ""
     assert await blob.get(c, "big.bin") == big
     assert await blob.get(c, "big.bin", 100, 199) == big[100:200]
     assert await blob.get(c, "big.bin", CHUNK - 10, CHUNK + 9) == big[CHUNK - 10 : CHUNK + 10]
@@ -335,7 +337,7 @@ async def multi_chunk_and_ranges(blob: Blob) -> None:
     tail = len(big) - 3
     assert await blob.get(c, "big.bin", tail, U64_MAX) == big[tail:]
     past = await blob.ok("get-data", c, "big.bin", len(big) + 10, len(big) + 20)
-    assert past["data"] == b"" and past["next"] is None
+    assert past["data"] == b"" and past["next"] is None and past["version"] == first["version"]
     assert "after end" in await blob.err("get-data", c, "big.bin", 10, 9)
     # a reader never sees half an object: the old version until the last part
     upload = uuid.uuid4().hex
@@ -346,6 +348,8 @@ async def multi_chunk_and_ranges(blob: Blob) -> None:
     assert (await blob.ok("object-info", c, "big.bin"))["size"] == len(big)
     await blob.ok("write-data", c, "big.bin", upload, 2, new[2 * PART :], True)
     assert await blob.get(c, "big.bin") == new
+    replaced = await blob.ok("get-data", c, "big.bin", 0, 0)
+    assert replaced["version"] != first["version"], "a replaced object has a new version"
     # an object only being written does not exist yet
     upload = uuid.uuid4().hex
     await blob.ok("write-data", c, "fresh", upload, 0, b"abc", False)

@@ -93,8 +93,12 @@ class Backend(ABC):
         return True
 
     @abstractmethod
-    async def read(self, container: str, name: str, start: int, length: int) -> tuple[bytes, int]:
-        """Up to `length` bytes from `start` (fewer at the end) and the object's size."""
+    async def read(
+        self, container: str, name: str, start: int, length: int
+    ) -> tuple[bytes, int, str]:
+        """Up to `length` bytes from `start` (fewer at the end), the object's size and its
+        version: a tag that changes whenever the object is replaced (inode and mtime,
+        JetStream nuid, S3 ETag), so a reader looping over chunks can tell it changed."""
 
     @abstractmethod
     async def delete_object(self, container: str, name: str) -> None:

@@ -327,10 +327,11 @@ class BlobstoreProvider(Provider):
             n = bs.check_object(args[1], "get-data")
             start, end = bs.check_range(args[2], args[3], "get-data")
             want = min(end - start + 1, bs.CHUNK)
-            data, size = await s.backend.read(c, n, start, want)
+            data, size, version = await s.backend.read(c, n, start, want)
             after = start + len(data)
             more = len(data) == want and after <= end and after < size
-            return {"data": data, "size": size, "next": after if more else None}
+            nxt = after if more else None
+            return {"data": data, "size": size, "next": nxt, "version": version}
 
         return await self._result(link, run, read_only=True)
 

@@ -213,14 +213,16 @@ class FsBackend(Backend):
         st = await asyncio.to_thread(self._stat, container, name)
         return ObjectMeta(size=st.st_size, created_at=int(st.st_mtime))
 
-    async def read(self, container: str, name: str, start: int, length: int) -> tuple[bytes, int]:
-        def run() -> tuple[bytes, int]:
+    async def read(
+        self, container: str, name: str, start: int, length: int
+    ) -> tuple[bytes, int, str]:
+        def run() -> tuple[bytes, int, str]:
             path = self.object_path(container, name)
             try:
                 with path.open("rb") as fh:
-                    size = os.fstat(fh.fileno()).st_size
+                    st = os.fstat(fh.fileno())
                     fh.seek(start)
-                    return fh.read(length), size
+                    return fh.read(length), st.st_size, f"{st.st_ino}-{st.st_mtime_ns}"
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 raise no_object(container, name) from None
 

@@ -325,13 +325,15 @@ class NatsBackend(Backend):
                 if pos < offset + len(data) or not data:
                     return offset, data
 
-    async def read(self, container: str, name: str, start: int, length: int) -> tuple[bytes, int]:
+    async def read(
+        self, container: str, name: str, start: int, length: int
+    ) -> tuple[bytes, int, str]:
         _, info = await self._info(container, name)
         size = info.size or 0
         stop = min(start + length, size)
         out = bytearray()
         if start >= stop:
-            return b"", size
+            return b"", size, info.nuid or ""
         bucket = self._bucket(container)
         chunks = self._map(bucket, info.nuid or "")
         pos = start
@@ -341,7 +343,7 @@ class NatsBackend(Backend):
                 raise BlobError(f"nats error: object {name!r} is shorter than its size")
             out += data[pos - offset : stop - offset]
             pos = offset + len(data) if offset + len(data) < stop else stop
-        return bytes(out), size
+        return bytes(out), size, info.nuid or ""
 
     async def delete_object(self, container: str, name: str) -> None:
         obs = await self._store(container)
@@ -364,7 +366,9 @@ class NatsBackend(Backend):
         try:
             pos, size = 0, info.size or 0
             while pos < size:
-                data, _ = await self.read(src[0], src[1], pos, CHUNK)
+                data, _, version = await self.read(src[0], src[1], pos, CHUNK)
+                if version != info.nuid:
+                    raise BlobError(f"object {src[1]!r} was replaced while it was copied")
                 if not data:
                     break
                 await writer.write(data)

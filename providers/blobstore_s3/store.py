@@ -278,7 +278,9 @@ class S3Backend(Backend):
             created_at=int(created.timestamp()) if created is not None else 0,
         )
 
-    async def read(self, container: str, name: str, start: int, length: int) -> tuple[bytes, int]:
+    async def read(
+        self, container: str, name: str, start: int, length: int
+    ) -> tuple[bytes, int, str]:
         rng = f"bytes={start}-{start + length - 1}"
         try:
             with self._err(container, name):
@@ -292,10 +294,11 @@ class S3Backend(Backend):
                 if str(exc) == str(_no_object(container, name)):
                     await self._head(container, name)  # no such container, if it is that
                 raise
-            return b"", (await self.object_info(container, name)).size
+            head = await self._head(container, name)
+            return b"", int(head.get("ContentLength", 0)), str(head.get("ETag", ""))
         total = resp.get("ContentRange", "").rpartition("/")[2]
         size = int(total) if total.isdigit() else int(resp.get("ContentLength", len(data)))
-        return data[:length], size
+        return data[:length], size, str(resp.get("ETag", ""))
 
     async def delete_object(self, container: str, name: str) -> None:
         with self._err(container, write=True):
