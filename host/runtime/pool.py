@@ -27,8 +27,8 @@ and counting wall time alone added a worker whenever the loop held the GIL for a
 of messages (or found every worker between two calls); the workers never left, and the
 ~60 threads that a run of `bench invoke` piled up spent twice the host CPU per call
 (383-430 µs against 203-210 µs for the componentize-py echo) at 0.6x the calls/s. A
-worker above the eager number also leaves once no stuck call needs it: after its call,
-or after `IDLE_EXIT` without work.
+worker above the eager number also leaves once no stuck call needs it: after a call
+that left nothing queued, or after `IDLE_EXIT` without work.
 """
 
 from __future__ import annotations
@@ -337,7 +337,9 @@ class InstancePool:
             with self._cv:
                 self._busy_since.pop(ident, None)
                 self._busy_cpu.pop(ident, None)
-                leave = self._surplus()
+                # only with nothing queued: a worker back from a forwarded import would
+                # otherwise leave and a new thread start for the next call that blocks
+                leave = not self._queue and self._surplus()
                 if leave:
                     self._workers -= 1
             self._finish(work.done, result, error)
