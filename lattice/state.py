@@ -149,6 +149,17 @@ class LatticeState:
         """Wait until this host's watcher has applied `revision` of `kv`."""
         await self._wait_until(lambda: self._seen.get(kv._name, 0) >= revision, timeout)
 
+    async def _settle(self, kv: KeyValue, revision: int, what: str, name: str) -> None:
+        """Wait until this host's own copy holds a write it just made, so its next call
+        uses it. The write is stored either way: a watcher that is behind (reconnecting,
+        stopped) must not turn a stored change into a reported failure."""
+        try:
+            await self.wait_applied(kv, revision, timeout=2.0)
+        except TimeoutError:
+            self._log.warning(
+                "stored, but this host's watcher has not applied it yet", what=what, name=name
+            )
+
     async def _wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait, woken by each applied change, until `predicate` holds (TimeoutError if not)."""
         async with self._seen_changed:
@@ -245,7 +256,11 @@ class LatticeState:
                 revision: int | None = entry.revision
             except KeyNotFoundError:
                 existing, revision = None, None
-            refusal = check_put(req, existing, self.configs)
+            missing = [c for c in (*req.source_config, *req.target_config) if c not in self.configs]
+            configs = (
+                {**self.configs, **await self.fetch_configs(missing)} if missing else self.configs
+            )  # a config made a moment ago may not have reached our copy yet
+            refusal = check_put(req, existing, configs)
             if refusal is not None:
                 raise StateError(refusal)
             if prepare is not None:
@@ -258,7 +273,7 @@ class LatticeState:
                     new_rev = await kv.update(link.key, body, last=revision)
             except KeyWrongLastSequenceError:
                 continue  # someone else wrote it meanwhile: look again
-            await self.wait_applied(kv, new_rev)
+            await self._settle(kv, new_rev, "link", link.describe())
             return link
         raise StateError(f"link {link.describe()} kept changing under us; try again")
 
@@ -280,7 +295,7 @@ class LatticeState:
         kv = self._config_kv
         assert kv is not None
         rev = await kv.put(config_key(name), config.model_dump_json().encode())
-        await self.wait_applied(kv, rev)
+        await self._settle(kv, rev, "config", name)
 
     async def del_config(self, name: str) -> bool:
         kv = self._config_kv

@@ -379,3 +379,19 @@ async def test_a_source_host_with_a_stale_copy_still_reaches_the_new_target(
     finally:
         comp_host.bridge.links = comp_host.state.links
     assert await client.call("counter", f"{COUNTER}.increment", ["k"]) == {"ok": 3}
+
+
+async def test_a_change_answered_by_a_host_whose_watcher_is_behind_still_succeeds(
+    start_host, client: LatticeClient
+) -> None:
+    """The write is stored either way; a host whose own copy lags (reconnecting, or here
+    stopped) must not report a stored link or config as failed (seen: `link.put failed:
+    TimeoutError` when the lattice-wide request reached such a host)."""
+    host = await start_host()
+    await host.state.stop()
+    suffix = uuid.uuid4().hex[:6]
+    await client.put_config(f"lag-{suffix}", {"bucket": f"lag{suffix}"})
+    await client.put_link("lagger", f"kv-{suffix}", *KV, IFACES, target_config=[f"lag-{suffix}"])
+    stored = await host.state.fetch_link(("lagger", *KV, "default"))
+    assert stored is not None and stored.target == f"kv-{suffix}"
+    assert ("lagger", *KV, "default") not in host.state.links  # its copy is indeed behind
