@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from datetime import UTC, datetime
 from hashlib import sha256
 
@@ -55,9 +56,10 @@ async def put_object(
     view = memoryview(data)
     chunks = (len(data) + chunk_size - 1) // chunk_size
     window = asyncio.Semaphore(WINDOW)
-    acked = 0
+    acked = sent = 0
     done = asyncio.get_running_loop().create_future()
     errors: list[str] = []
+    answered = asyncio.Event()  # set on every ack
 
     async def on_ack(msg: Msg) -> None:
         nonlocal acked
@@ -68,6 +70,7 @@ async def put_object(
         if isinstance(body, dict) and body.get("error"):
             errors.append(str(body["error"].get("description", body["error"])))
         acked += 1
+        answered.set()
         window.release()
         if (acked == chunks or errors) and not done.done():
             done.set_result(None)
@@ -83,6 +86,7 @@ async def put_object(
             if errors:
                 break
             await nc.publish(chunk_subject, bytes(part), reply=f"{inbox}.{i}")
+            sent += 1
         if chunks:
             try:
                 await asyncio.wait_for(done, ACK_TIMEOUT)
@@ -111,6 +115,12 @@ async def put_object(
             headers={api.Header.ROLLUP: "sub"},
         )
     except BaseException:
+        # chunks still on their way would land after the purge: let them be answered
+        deadline = time.monotonic() + 5.0
+        with contextlib.suppress(TimeoutError):
+            while acked < sent:
+                answered.clear()
+                await asyncio.wait_for(answered.wait(), max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             await nc.jetstream().purge_stream(stream, subject=chunk_subject)
         raise
