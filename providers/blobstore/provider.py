@@ -27,7 +27,8 @@ from typing import Any, ClassVar, TypeVar
 from providers.blobstore import semantics as bs
 from providers.blobstore.backend import Backend, Writer
 from providers.blobstore.semantics import BlobError, Indeterminate, Unavailable
-from providers.sdk import ErrorKind, HostData, InvocationError, Link, LinkKey, Provider, operation
+from providers.sdk import HostData, Link, LinkKey, Provider, operation
+from providers.sdk.backend import BackendGuard, Errors
 
 T = TypeVar("T")
 
@@ -57,6 +58,9 @@ class _Upload:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+ERRORS = Errors(BlobError, Unavailable, Indeterminate, Indeterminate)
+
+
 class BlobstoreProvider(Provider):
     """Base for wasi:blobstore providers; subclasses implement `open_backend`."""
 
@@ -70,7 +74,7 @@ class BlobstoreProvider(Provider):
         self._linked: dict[LinkKey, _Linked] = {}
         self._uploads: dict[tuple[LinkKey, str], _Upload] = {}
         self._janitor: asyncio.Task[None] | None = None
-        self._down: set[str] = set()
+        self._guard = BackendGuard(self.backend, ERRORS, self.log)
 
     # ------------------------------------------------------------------ backend hooks
 
@@ -149,29 +153,9 @@ class BlobstoreProvider(Provider):
         linked = self._linked.get(link.key)
         if linked is None:
             return {"err": f"no blobstore for link {link.source_id}/{link.name}"}
-        where = linked.backend.where
-        try:
-            try:
-                value = await asyncio.wait_for(fn(linked), self.op_timeout)
-            except TimeoutError:
-                raise Indeterminate(
-                    self.backend, f"no answer within {self.op_timeout:g}s"
-                ) from None
-        except Unavailable as exc:
-            if where not in self._down:
-                self._down.add(where)
-                self.log.warning("backend unavailable", store=where, error=str(exc))
-            if isinstance(exc, Indeterminate) and not read_only:
-                raise InvocationError(
-                    ErrorKind.TIMEOUT, f"{where}: {exc}; the outcome is unknown"
-                ) from None
-            return {"err": exc.wire}
-        except BlobError as exc:
-            return {"err": exc.wire}
-        if where in self._down:
-            self._down.discard(where)
-            self.log.info("backend available again", store=where)
-        return {"ok": value}
+        return await self._guard.result(
+            linked.backend.where, lambda: fn(linked), self.op_timeout, read_only=read_only
+        )
 
     async def _container_meta(self, b: Backend, container: str) -> dict[str, Any]:
         return {"name": container, "created-at": await b.container_created(container)}

@@ -13,6 +13,8 @@ import re
 from typing import Any
 
 from lattice.protocol.invocation import ErrorKind, InvocationError
+from providers.sdk import backend
+from providers.sdk.backend import short
 
 CHUNK = 256 * 1024
 """The most bytes one `get-data` answer carries (NATS messages are limited to 1 MB)."""
@@ -46,10 +48,6 @@ class Unavailable(BlobError):
 class Indeterminate(Unavailable):
     """A write went out (or may have) and no answer came back: it may have been applied.
     The provider answers it as an invocation error of kind `timeout`, never as `err`."""
-
-
-def short(text: str, limit: int = 60) -> str:
-    return repr(text) if len(text) <= limit else repr(text[: limit - 1] + "…")
 
 
 def no_container(container: str) -> BlobError:
@@ -161,15 +159,7 @@ def check_limit(value: Any, op: str, default: int) -> int:
 
 def page_size(raw: str | None) -> int:
     """The `page_size` link setting; ValueError (refusing the link) when malformed."""
-    if raw is None or raw == "":
-        return DEFAULT_PAGE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise ValueError(f"page_size must be an integer, got {short(raw)}") from None
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
-    return size
+    return backend.page_size(raw, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def seconds(raw: str | None, name: str, default: float) -> float:

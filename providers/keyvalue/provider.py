@@ -26,14 +26,13 @@ from providers.keyvalue import semantics as kv
 from providers.keyvalue.semantics import Indeterminate, KvError, Unavailable
 from providers.keyvalue.store import Store
 from providers.sdk import (
-    ErrorKind,
     HostData,
-    InvocationError,
     Link,
     LinkKey,
     Provider,
     operation,
 )
+from providers.sdk.backend import BackendGuard, Errors
 
 T = TypeVar("T")
 
@@ -48,6 +47,9 @@ class _Linked:
     page_size: int
 
 
+ERRORS = Errors(KvError, Unavailable, Indeterminate, Indeterminate)
+
+
 class KeyValueProvider(Provider):
     """Base for wasi:keyvalue providers; subclasses implement `open_store`."""
 
@@ -58,7 +60,7 @@ class KeyValueProvider(Provider):
     def __init__(self, host_data: HostData) -> None:
         super().__init__(host_data)
         self._linked: dict[LinkKey, _Linked] = {}
-        self._down: set[str] = set()
+        self._guard = BackendGuard(self.backend, ERRORS, self.log)
 
     # ------------------------------------------------------------------ backend hooks
 
@@ -143,30 +145,14 @@ class KeyValueProvider(Provider):
         if linked is None:  # the SDK only routes calls over links that are in force
             return {"err": {"other": f"no store for link {link.source_id}/{link.name}"}}
         where = linked.store.where
-        try:
-            try:
-                value = await asyncio.wait_for(fn(linked), self.op_timeout)
-            except TimeoutError:
-                raise Indeterminate(
-                    self.backend, f"no answer within {self.op_timeout:g}s"
-                ) from None
-        except Unavailable as exc:
-            if where not in self._down:
-                self._down.add(where)
-                self.log.warning("backend unavailable", store=where, error=str(exc))
-            if isinstance(exc, Indeterminate) and not read_only:
-                raise InvocationError(
-                    ErrorKind.TIMEOUT, f"{where}: {exc}; the outcome is unknown"
-                ) from None
-            return {"err": exc.wire}
-        except KvError as exc:
-            if exc.wire == {"access-denied": None}:
+
+        def denied(exc: Exception) -> None:
+            if isinstance(exc, KvError) and exc.wire == {"access-denied": None}:
                 self.log.warning("backend denied access", store=where, source_id=link.source_id)
-            return {"err": exc.wire}
-        if where in self._down:
-            self._down.discard(where)
-            self.log.info("backend available again", store=where)
-        return {"ok": value}
+
+        return await self._guard.result(
+            where, lambda: fn(linked), self.op_timeout, read_only=read_only, on_error=denied
+        )
 
     # ------------------------------------------------------------------ store
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from lattice.protocol.invocation import ErrorKind, InvocationError
+from providers.sdk import backend
+from providers.sdk.backend import short
 
 DEFAULT_BUCKET = "default"
 BUCKET_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -60,11 +62,6 @@ class Indeterminate(Unavailable):
     """A write went out (or may have) and no answer came back: it may have been applied.
     Never retried; the provider answers it as a `timeout`, not as a keyvalue error,
     because a keyvalue error promises that nothing was written."""
-
-
-def short(text: str, limit: int = 60) -> str:
-    """repr of `text`, cut for messages (keys may be 1024 characters long)."""
-    return repr(text) if len(text) <= limit else repr(text[: limit - 1] + "…")
 
 
 def bad_argument(op: str, what: str, value: Any) -> InvocationError:
@@ -130,15 +127,7 @@ def check_cursor(cursor: Any, op: str) -> int:
 
 def page_size(raw: str | None) -> int:
     """The `page_size` link setting; ValueError (refusing the link) when malformed."""
-    if raw is None or raw == "":
-        return DEFAULT_PAGE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise ValueError(f"page_size must be an integer, got {short(raw)}") from None
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
-    return size
+    return backend.page_size(raw, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def page(keys: Sequence[str], cursor: int, size: int) -> dict[str, Any]:
