@@ -24,8 +24,8 @@ import aiohttp
 from aiohttp import web
 
 from bench.harness import Cluster
-from bench.invoke import CpuMeter, concurrent, pct, sequential
-from bench.results import Figure
+from bench.invoke import CpuMeter, concurrent, sequential
+from bench.results import Figure, latency_figures
 from lattice.natsd import free_port
 
 HELLO = b"hello from python"
@@ -140,24 +140,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
 
     inflight = f"{args.inflight} in flight"
     return [
-        Figure(
-            BENCH,
-            "GET / p50, one at a time",
-            pct(lat_seq, 0.5) * 1e3,
-            "ms",
-            "lower",
-            pct(raw_seq, 0.5) * 1e3,
-            BASE,
-        ),
-        Figure(
-            BENCH,
-            "GET / p99, one at a time",
-            pct(lat_seq, 0.99) * 1e3,
-            "ms",
-            "lower",
-            pct(raw_seq, 0.99) * 1e3,
-            BASE,
-        ),
+        *latency_figures(BENCH, "GET /", lat_seq, raw_seq, BASE, "ms"),
         Figure(
             BENCH, f"GET / requests/s, {inflight}", lat_tp, "requests/s", "higher", raw_tp, BASE
         ),

@@ -26,7 +26,7 @@ import nats
 import psutil
 
 from bench.harness import Cluster
-from bench.results import Figure
+from bench.results import Figure, pct
 from lattice import codec
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,11 +37,6 @@ GUESTS = (
     ("echo", "echo", "v1", "componentize-py echo"),
     ("echo-min", "echo_min", None, "minimal echo"),
 )
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(len(s) * p))]
 
 
 async def sequential(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:

@@ -15,8 +15,8 @@ import sys
 import nats
 
 from bench.harness import Cluster
-from bench.invoke import CpuMeter, concurrent, pct, sequential
-from bench.results import Figure
+from bench.invoke import CpuMeter, concurrent, sequential
+from bench.results import Figure, latency_figures
 from lattice import codec
 from tests.servers import RedisServer
 
@@ -73,24 +73,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         await redis_server.stop()
     inflight = f"{args.inflight} in flight"
     return [
-        Figure(
-            BENCH,
-            "counter p50, one at a time",
-            pct(lat_seq, 0.5) * 1e6,
-            "µs",
-            "lower",
-            pct(raw_seq, 0.5) * 1e6,
-            BASE,
-        ),
-        Figure(
-            BENCH,
-            "counter p99, one at a time",
-            pct(lat_seq, 0.99) * 1e6,
-            "µs",
-            "lower",
-            pct(raw_seq, 0.99) * 1e6,
-            BASE,
-        ),
+        *latency_figures(BENCH, "counter", lat_seq, raw_seq, BASE, "µs"),
         Figure(BENCH, f"counter calls/s, {inflight}", lat_tp, "calls/s", "higher", raw_tp, BASE),
         # the host's CPU only: the provider process and Redis are not counted
         Figure(

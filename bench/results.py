@@ -123,6 +123,35 @@ class Run:
         return path
 
 
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(len(s) * p))]
+
+
+def latency_figures(
+    bench: str,
+    what: str,
+    samples: list[float],
+    baseline: list[float],
+    baseline_label: str,
+    unit: Literal["µs", "ms"],
+) -> list[Figure]:
+    """`{what} p50` and `p99, one at a time`, each beside the baseline's (samples in s)."""
+    scale = 1e6 if unit == "µs" else 1e3
+    return [
+        Figure(
+            bench,
+            f"{what} p{round(p * 100)}, one at a time",
+            pct(samples, p) * scale,
+            unit,
+            "lower",
+            pct(baseline, p) * scale,
+            baseline_label,
+        )
+        for p in (0.5, 0.99)
+    ]
+
+
 def run_id(timestamp: str, commit: str, dirty: bool) -> str:
     """`20261201T231500Z-0559b77` (`-dirty` appended for uncommitted changes)."""
     stamp = "".join(c for c in timestamp if c.isalnum())[:15] + "Z"

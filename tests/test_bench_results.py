@@ -119,3 +119,14 @@ def test_formatting_by_unit() -> None:
     assert fmt(0.1349, "s") == "0.13 s"
     assert fmt(None, "s") == ""
     assert fmt_ratio(0.2449) == "0.24×" and fmt_ratio(None) == ""
+
+
+def test_latency_figures_keep_the_names_earlier_runs_used() -> None:
+    from bench.results import latency_figures
+
+    got = latency_figures("http", "GET /", [0.001, 0.002, 0.004], [0.0005, 0.001], "plain", "ms")
+    assert [(f.name, f.value, f.baseline) for f in got] == [
+        ("GET / p50, one at a time", 2.0, 1.0),
+        ("GET / p99, one at a time", 4.0, 1.0),
+    ]
+    assert all(f.better == "lower" and f.unit == "ms" for f in got)
