@@ -104,15 +104,18 @@ async def start_host(nats_url: str, lattice_name: str) -> AsyncIterator[HostFact
         limits: Limits | None = None,
         heartbeat_interval: float = 30.0,
         lattice: str | None = None,
+        url: str | None = None,
+        admin_addr: str | None = None,
     ) -> Host:
         cfg = HostConfig(
-            nats_url=nats_url,
+            nats_url=url or nats_url,
             lattice=lattice or lattice_name,
             labels=labels or {},
             heartbeat_interval=heartbeat_interval,
             data_dir=CACHE / "test-host",
             limits=limits or Limits(),
             embedded_nats=False,
+            admin_addr=admin_addr,
         )
         host = Host(cfg)
         await host.start()

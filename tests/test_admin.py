@@ -4,10 +4,10 @@ against real hosts on a real nats-server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,6 @@ from host.metrics import MAX_SERIES, OTHER, HostMetrics
 from lattice import natsd
 from lattice.client import LatticeClient
 from lattice.controller.run.service import Controller
-from tests.conftest import CACHE
 
 ECHO = "lattice:examples/echo.echo"
 RELAY = "lattice:examples/relay"
@@ -30,27 +29,9 @@ AdminHost = Callable[..., Awaitable[Host]]
 
 
 @pytest.fixture
-async def admin_host(nats_url: str, lattice_name: str) -> AsyncIterator[AdminHost]:
-    hosts: list[Host] = []
-
-    async def factory(url: str | None = None) -> Host:
-        cfg = HostConfig(
-            nats_url=url or nats_url,
-            lattice=lattice_name,
-            data_dir=CACHE / "test-host",
-            embedded_nats=False,
-            admin_addr="127.0.0.1:0",
-        )
-        host = Host(cfg)
-        await host.start()
-        hosts.append(host)
-        return host
-
-    yield factory
-    for h in hosts:
-        if not h._stopping:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(h.stop("test finished"), 30)
+def admin_host(start_host: AdminHost) -> AdminHost:
+    """The suite's host factory, with an admin server on a free port."""
+    return functools.partial(start_host, admin_addr="127.0.0.1:0")
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -186,7 +167,7 @@ async def test_readyz_names_nats_once_its_server_is_gone(
     )
     await server.start()
     try:
-        host = await admin_host(server.url)
+        host = await admin_host(url=server.url)
         assert (await get(f"{host.admin.url}/readyz")).status_code == 200
     finally:
         await server.stop()
