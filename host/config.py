@@ -91,6 +91,7 @@ class HostConfig:
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings.from_env)
     admin_addr: str | None = None  # HOST:PORT for /livez, /readyz, /metrics (host/admin.py)
     compile_cache_dir: Path | None = None  # default {data_dir}/cache; may be shared
+    http_in_host: bool = True  # builtin://http-server runs in this process (no NATS hop)
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")

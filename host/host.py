@@ -22,6 +22,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
+from host import http_serve
 from host.components import ComponentManager
 from host.config import HostConfig
 from host.ctl import ControlInterface
@@ -29,7 +30,7 @@ from host.events_stream import ensure as ensure_events_stream
 from host.identity import HostIdentity, builtin_labels, load_identity
 from host.liveness import Beater
 from host.metrics import HostMetrics
-from host.providers import ProviderManager
+from host.providers import InProcessFactory, ProviderManager
 from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
@@ -40,6 +41,7 @@ from lattice.protocol.links import merge_config
 from lattice.protocol.messages import HostInventory, HostPing
 from lattice.state import LatticeState
 from lattice.version import VERSION
+from providers.http_server.provider import HttpServerProvider
 
 log = structlog.get_logger("lattice.host")
 
@@ -153,6 +155,7 @@ class Host:
             state=self.state,
             publish_event=self.publish_event,
             health_interval=self.config.provider_health_interval,
+            in_process=self._in_process_providers(),
         )
         self.spy = await Spy.attach(self)  # `lattice spy`: taps only watched components
         for subject, queue, cb in self.ctl.subscriptions():
@@ -305,6 +308,19 @@ class Host:
             "reconnected to NATS",
             url=str(self.nc.connected_url.netloc if self.nc.connected_url else ""),
         )
+
+    def _in_process_providers(self) -> dict[str, InProcessFactory]:
+        """Built-in providers this host runs in its own process: the http-server, whose
+        requests for components running here then reach their pools directly."""
+        if not self.config.http_in_host:
+            return {}
+
+        def http_server(host_data: Any) -> HttpServerProvider:
+            provider = HttpServerProvider(host_data)
+            provider.local = http_serve.local_server(self.components.pool_of)
+            return provider
+
+        return {"builtin://http-server": http_server}
 
     def component_config(self, component_id: str) -> dict[str, str]:
         """The component's named config, merged in order, secrets left out."""

@@ -6,6 +6,9 @@ it subscribes to `{lattice}.{component_id}.http` in the queue group
 `http.{lattice}.{component_id}` (so exchanges balance across every host running the
 component) and returns that subscription; otherwise it returns None.
 
+`local_server` is the other way in: the in-host http-server (providers.http_server run
+in this process) hands a request for a component running here straight to its pool.
+
 Theory of operation (the contract is docs/http.md, "The streaming protocol"):
 
 1. A caller (the http-server provider) sends a NATS *request* with the msgpack request
@@ -37,7 +40,7 @@ import asyncio
 import contextlib
 import itertools
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -50,6 +53,7 @@ from nats.aio.subscription import Subscription
 from host.runtime.pool import InstancePool, PoolClosed
 from host.wasi import ResponseBodyError, WasiPool, serve_request
 from lattice.protocol.invocation import InvocationError
+from providers.http_server.provider import LocalResponse, LocalServe
 
 log = structlog.get_logger("lattice.http")
 
@@ -181,6 +185,51 @@ class _Inboxes:
             return
         if isinstance(message, dict):
             ex.deliver(message)
+
+
+def local_server(pool_of: Callable[[str], InstancePool | None]) -> LocalServe:
+    """The in-host http-server's way to a component running here (no NATS hop): None
+    when this host does not run it (the server then uses the exchange protocol)."""
+
+    def serve(
+        component_id: str,
+        method: str,
+        path: str,
+        scheme: str | None,
+        authority: str | None,
+        headers: list[tuple[str, bytes]],
+        body: AsyncIterable[bytes] | None,
+    ) -> Awaitable[LocalResponse] | None:
+        pool = pool_of(component_id)
+        if not _serves_http(pool):
+            return None
+        return _serve_local(pool, component_id, method, path, scheme, authority, headers, body)
+
+    return serve
+
+
+async def _serve_local(
+    pool: WasiPool,
+    component_id: str,
+    method: str,
+    path: str,
+    scheme: str | None,
+    authority: str | None,
+    headers: list[tuple[str, bytes]],
+    body: AsyncIterable[bytes] | None,
+) -> LocalResponse:
+    try:
+        response = await serve_request(pool, method, path, scheme, authority, headers, body)
+    except (PoolClosed, InvocationError) as exc:
+        text = exc.message if isinstance(exc, InvocationError) else "component is stopping"
+        return LocalResponse(
+            503, [("content-type", b"text/plain; charset=utf-8")], _once(f"{text}\n".encode())
+        )
+    return LocalResponse(response.status, response.headers, response.body)
+
+
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 async def attach(nc: NATS, lattice: str, component_id: str, pool: PoolRef) -> Subscription | None:

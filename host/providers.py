@@ -9,6 +9,11 @@ it are pushed as `linkdefs.put` / `linkdefs.del` while it runs, so a link's conf
 change reaches the provider (wasmCloud v1 only sent links once). On stop the host asks
 for a graceful `default.shutdown` first, then terminates, then kills.
 
+A few built-in providers can run *in* the host process instead (`in_process`, e.g. the
+http-server, so a request reaches a warm instance with no NATS hop). They get the same
+start-up data, links, health checks, restarts and stop; only the child is a task on the
+host's event loop running the provider SDK's `Runner`, not a process.
+
 Secrets (config keys marked secret) travel only inside start-up data and link messages
 to the provider; they never appear in events, inventory or logs.
 """
@@ -23,7 +28,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,8 @@ from lattice.protocol.envelope import CtlReply
 from lattice.protocol.links import Link, LinkResolveRequest, NamedConfig, merge_config
 from lattice.protocol.messages import StartProviderRequest
 from lattice.state import LatticeState
+from providers.sdk import Provider, Runner, parse_host_data
+from providers.sdk.hostdata import HostDataError
 
 log = structlog.get_logger("lattice.providers")
 
@@ -125,6 +132,41 @@ def link_identity_message(link: Link) -> dict[str, Any]:
     }
 
 
+InProcessFactory = Callable[[Any], Provider]
+"""Host data → a provider object to run in the host's own process."""
+
+
+@dataclass(eq=False)
+class InProcess:
+    """A provider running as a task in this process: its exit code is the runner's."""
+
+    runner: Runner
+    task: asyncio.Task[int]
+
+    @property
+    def returncode(self) -> int | None:
+        if not self.task.done():
+            return None
+        if self.task.cancelled() or self.task.exception() is not None:
+            return 1
+        return self.task.result()
+
+    async def wait(self) -> int:
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(self.task)
+        code = self.returncode
+        return 1 if code is None else code
+
+    async def stop(self, timeout: float) -> None:
+        """Graceful stop within `timeout`, then cancelled."""
+        self.runner.stop(0)
+        try:
+            await asyncio.wait_for(self.wait(), timeout)
+        except TimeoutError:
+            self.task.cancel()
+            await self.wait()
+
+
 @dataclass
 class RunningProvider:
     id: str
@@ -132,7 +174,8 @@ class RunningProvider:
     command: list[str]
     config: list[str]
     annotations: dict[str, str]
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | InProcess | None = None
+    factory: InProcessFactory | None = None
     started_at: float = field(default_factory=time.time)
     restarts: int = 0
     healthy: bool | None = None
@@ -150,8 +193,15 @@ class RunningProvider:
             "config": self.config,
             "healthy": self.healthy,
             "restarts": self.restarts,
-            "pid": self.process.pid if self.process else None,
+            "pid": self.pid,
+            "in_process": self.factory is not None,
         }
+
+    @property
+    def pid(self) -> int | None:
+        if isinstance(self.process, InProcess):
+            return os.getpid()
+        return self.process.pid if self.process else None
 
 
 class ProviderManager:
@@ -167,8 +217,10 @@ class ProviderManager:
         health_interval: float = 30.0,
         log_format: str = "json",
         log_level: str = "info",
+        in_process: Mapping[str, InProcessFactory] | None = None,
     ) -> None:
         self.nc = nc
+        self.in_process = dict(in_process or {})
         self.lattice = lattice
         self.host_id = host_id
         self.nats_url = nats_url
@@ -216,6 +268,7 @@ class ProviderManager:
                 command=command,
                 config=list(req.config),
                 annotations=dict(req.annotations),
+                factory=self.in_process.get(req.provider_ref),
             )
             error = await self._spawn(rp)
             if error is not None:
@@ -251,9 +304,11 @@ class ProviderManager:
         when the host dies, however it dies, the kernel closes the pipe and the provider
         reads EOF and stops (providers.sdk.lifetime). It runs in a session of its own, so
         a Ctrl-C on the host's terminal does not reach it; the host stops it itself."""
-        if rp.process is not None:
+        if isinstance(rp.process, asyncio.subprocess.Process):
             _close_stdin(rp.process)  # the previous process of a restarted provider
         data = {**self.host_data(rp), "host_pid": os.getpid()}
+        if rp.factory is not None:
+            return await self._run_in_process(rp, rp.factory, data)
         line = base64.b64encode(json.dumps(data).encode()) + b"\n"
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -275,6 +330,35 @@ class ProviderManager:
             await proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass  # it died at once; the loop below reports its last words
+        return await self._await_ready(rp)
+
+    async def _run_in_process(
+        self, rp: RunningProvider, factory: InProcessFactory, data: dict[str, Any]
+    ) -> str | None:
+        """Start the provider as a task of this process (same data, same readiness)."""
+        try:
+            provider = factory(parse_host_data(json.dumps(data)))
+        except (HostDataError, ValueError) as exc:
+            return f"cannot start {rp.image_ref} in the host: {exc}"
+        runner = Runner(provider)
+        task = asyncio.create_task(runner.run())
+
+        def ended(t: asyncio.Task[int]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                rp.output.append(f"crashed: {type(t.exception()).__name__}: {t.exception()}")
+                self._log.error(
+                    "in-process provider crashed", provider_id=rp.id, error=str(t.exception())
+                )
+
+        task.add_done_callback(ended)
+        rp.process = InProcess(runner, task)
+        rp.started_at = time.time()
+        rp.tasks = [t for t in rp.tasks if not t.done()]
+        return await self._await_ready(rp)
+
+    async def _await_ready(self, rp: RunningProvider) -> str | None:
+        proc = rp.process
+        assert proc is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT
         while loop.time() < deadline:
@@ -475,7 +559,9 @@ class ProviderManager:
             for t in rp.tasks:
                 t.cancel()
             proc = rp.process
-            if proc is not None and proc.returncode is None:
+            if isinstance(proc, InProcess):
+                await proc.stop(STOP_TIMEOUT)
+            elif proc is not None and proc.returncode is None:
                 # Bounded at every step: ask over NATS (answered at once), close stdin
                 # (EOF stops it too, should NATS not carry the request), wait for its
                 # own bounded stop, then SIGTERM, then SIGKILL.
@@ -490,7 +576,7 @@ class ProviderManager:
                     await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
                 except TimeoutError:
                     await self._terminate(proc)
-            if proc is not None:
+            if isinstance(proc, asyncio.subprocess.Process):
                 _close_stdin(proc)
             for t in rp.tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -502,8 +588,11 @@ class ProviderManager:
             )
             return True
 
-    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, proc: asyncio.subprocess.Process | InProcess) -> None:
         """SIGTERM, and SIGKILL if it is still there STOP_TIMEOUT later (bounded)."""
+        if isinstance(proc, InProcess):
+            await proc.stop(STOP_TIMEOUT)
+            return
         if proc.returncode is not None:
             _close_stdin(proc)
             return

@@ -106,6 +106,7 @@ async def start_host(nats_url: str, lattice_name: str) -> AsyncIterator[HostFact
         lattice: str | None = None,
         url: str | None = None,
         admin_addr: str | None = None,
+        http_in_host: bool = True,
     ) -> Host:
         cfg = HostConfig(
             nats_url=url or nats_url,
@@ -116,6 +117,7 @@ async def start_host(nats_url: str, lattice_name: str) -> AsyncIterator[HostFact
             limits=limits or Limits(),
             embedded_nats=False,
             admin_addr=admin_addr,
+            http_in_host=http_in_host,
         )
         host = Host(cfg)
         await host.start()

@@ -1,7 +1,8 @@
 """The http-server provider end to end: real host, real provider process, real HTTP.
 
-Each test starts a host (in process, on the session's nats-server), the http-server
-provider as a subprocess (`builtin://http-server`), scales the HTTP components
+Each test starts a host (in process, on the session's nats-server, `http_in_host` off),
+the http-server provider as a subprocess (`builtin://http-server`), so every request
+crosses NATS (the in-host server is tests/test_http_in_host.py), scales the HTTP components
 (`hello_http`, `kvcounter`) and links provider → component with a named source config
 naming a free port; requests go through httpx (or a raw socket, to walk away mid-body).
 """
@@ -74,7 +75,7 @@ async def wait_listening(port: int, timeout: float = 15.0) -> None:
 
 @pytest.fixture
 async def lattice_up(start_host: Any, client: LatticeClient) -> AsyncIterator[Any]:
-    host = await start_host()
+    host = await start_host(http_in_host=False)
     await client.start_provider(host.host_id, "builtin://http-server", PROVIDER)
     yield host
 

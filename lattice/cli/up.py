@@ -280,6 +280,15 @@ def up(
             help="Use and publish compiled components signed by hosts of this lattice.",
         ),
     ] = True,
+    http_in_host: Annotated[
+        bool,
+        typer.Option(
+            "--http-in-host/--no-http-in-host",
+            envvar="LATTICE_HTTP_IN_HOST",
+            help="Run builtin://http-server inside this host: requests for components "
+            "running here reach a warm instance with no NATS hop (others go over NATS).",
+        ),
+    ] = True,
     admin_addr: AdminAddr = None,
     detach: Annotated[
         bool,
@@ -322,6 +331,7 @@ def up(
             artifacts=artifact_settings(allow_insecure_registry, allow_latest, shared_compile),
             admin_addr=check_admin_addr(admin_addr),
             compile_cache_dir=compile_cache_from_env(),
+            http_in_host=http_in_host,
         )
         if detach:
             start_detached(data)

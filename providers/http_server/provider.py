@@ -16,6 +16,12 @@ slows the component instead of filling memory. A host `err` after the head abort
 connection (the client sees a truncated chunked body, never a clean end). A client
 that goes away cancels the exchange; the host then frees the guest's streams.
 
+In the host (`lattice up`, unless `--no-http-in-host`) the same provider runs inside the
+host process with a `LocalServe` hook: a request for a component this host runs goes
+straight to one of its warm instances, with no NATS hop; only a component that runs
+elsewhere is reached over the exchange protocol. The provider knows nothing of the host:
+the hook is all it sees.
+
 Health: healthy when every address in use has a listening socket.
 """
 
@@ -24,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats.errors
 from aiohttp import web
@@ -50,6 +57,23 @@ HOP_BY_HOP = frozenset(
 )
 
 
+class LocalResponse(NamedTuple):
+    """A response from a component on this host; `body` streams while the guest writes
+    (iterate it to the end, or `aclose()` it to abandon the response)."""
+
+    status: int
+    headers: Sequence[tuple[str, bytes]]
+    body: AsyncIterator[bytes]
+
+
+LocalServe = Callable[
+    [str, str, str, str | None, str | None, list[tuple[str, bytes]], AsyncIterable[bytes] | None],
+    Awaitable[LocalResponse] | None,
+]
+"""`(component_id, method, path, scheme, authority, headers, body)` → the response, or
+None (not an awaitable) when the component does not run on this host."""
+
+
 def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", content_type="text/plain")
 
@@ -72,6 +96,8 @@ class HttpServerProvider(Provider):
         self.listeners: dict[str, Listener] = {}
         self.routes: dict[LinkKey, Route] = {}
         self._exchanges: Exchanges | None = None
+        self.local: LocalServe | None = None
+        """Set by a host that runs this provider in its own process."""
 
     async def on_start(self) -> None:
         self._exchanges = Exchanges(self.nats)
@@ -173,9 +199,66 @@ class HttpServerProvider(Provider):
             route = select(listener.routes if listener else [], request.host, request.path)
             if route is None:
                 return _text(404, f"no route for host {request.host!r} path {request.path!r}")
+            if self.local is not None:
+                served = self._local(request, route.component_id)
+                if served is not None:
+                    return await self._respond_local(request, route, served)
             return await self._forward(request, route)
 
         return handle
+
+    def _local(
+        self, request: web.BaseRequest, component_id: str
+    ) -> Awaitable[LocalResponse] | None:
+        assert self.local is not None
+        headers = [
+            (k.decode("latin-1").lower(), v) for k, v in request.raw_headers if k.lower() != b"host"
+        ]
+        body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+        return self.local(
+            component_id,
+            request.method,
+            request.raw_path,
+            request.scheme,
+            request.host,
+            headers,
+            body,
+        )
+
+    async def _respond_local(
+        self, request: web.BaseRequest, route: Route, served: Awaitable[LocalResponse]
+    ) -> web.StreamResponse:
+        """Stream a local component's response; each chunk is written (TCP back-pressure)
+        before the next is taken from the guest, as over the exchange protocol."""
+        response = await served
+        headers = _headers({"headers": response.headers})
+        body = response.body
+        try:
+            first = await anext(body, None)
+            if first is None:
+                headers.popall("content-length", None)
+                return web.Response(status=response.status, headers=headers)
+            out = web.StreamResponse(status=response.status, headers=headers)
+            await out.prepare(request)
+            await out.write(first)
+            async for chunk in body:
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+        except ConnectionError as exc:
+            self.log.info(
+                "local exchange abandoned", component_id=route.component_id, reason=str(exc)
+            )
+        except Exception as exc:  # the guest failed mid-body: cut the body, never end it
+            self.log.warning(
+                "response body failed", component_id=route.component_id, error=str(exc)
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await body.aclose()  # type: ignore[attr-defined]
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # goes nowhere: the connection is closed
 
     async def _forward(self, request: web.BaseRequest, route: Route) -> web.StreamResponse:
         ex = self.exchanges.new()

@@ -164,7 +164,9 @@ class Runner:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # Signals belong to the process: a provider run inside a host is stopped by it.
+        signals = (signal.SIGTERM, signal.SIGINT) if self.own_process else ()
+        for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         watch = lifetime.HostWatch(self._on_host_gone, self.provider.host_data.host_pid)
@@ -183,7 +185,7 @@ class Runner:
             await self._shutdown()
         finally:
             watch.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         return self.exit_code
