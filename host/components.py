@@ -109,6 +109,7 @@ class ComponentManager:
         self._log = log.bind(host_id=host_id, lattice=lattice)
         self.spy: Any = None  # host/spy.py, set when the host starts: taps spied components
         self.metrics: Any = None  # host/metrics.py: counts each call served
+        self.tracing: Any = None  # lattice/tracing.py with --otlp-endpoint; None: off
 
     def pool_of(self, component_id: str) -> InstancePool | None:
         rc = self.running.get(component_id)
@@ -316,6 +317,11 @@ class ComponentManager:
                 self._send(msg.reply, None, exc)
                 if self.metrics is not None:  # refused before a pool saw it: no function name
                     self.metrics.invoked(component_id, "other", "", str(exc.kind), 0.0)
+                if self.tracing is not None:  # a span of its own (the one begun is dropped)
+                    op = subjects.rpc_operation(msg.subject, self.lattice, component_id)
+                    self.tracing.refused(
+                        self._span_attrs(component_id, msg), op, msg.headers, str(exc.kind)
+                    )
 
         return dispatch
 
@@ -334,6 +340,11 @@ class ComponentManager:
 
         if self.spy is not None and self.spy.active(component_id):  # `lattice spy`
             done = self.spy.inbound(component_id, operation, msg, done)
+        trace = None
+        if self.tracing is not None:  # --otlp-endpoint: a server span, ended by `done`
+            done, trace = self.tracing.inbound(
+                self._span_attrs(component_id, msg), operation, msg.headers, done
+            )
         for _ in range(3):  # a pool swapped out under us: retry on the current one
             rc = self.running.get(component_id)
             if rc is None:
@@ -347,11 +358,23 @@ class ComponentManager:
                     ErrorKind.UNKNOWN_FUNCTION, f"{component_id}: {exc}"
                 ) from None
             try:
-                rc.pool.submit(export, msg.data, done, raw=True)
+                rc.pool.submit(export, msg.data, done, raw=True, trace=trace)
                 return
             except PoolClosed:
                 continue
         raise InvocationError(ErrorKind.UNAVAILABLE, f"component {component_id} is stopping")
+
+    def _span_attrs(self, component_id: str, msg: Msg) -> dict[str, str]:
+        """What the invocation span says (identities only: no arguments, no config)."""
+        attrs = {
+            "lattice.name": self.lattice,
+            "lattice.host_id": self.host_id,
+            "lattice.component_id": component_id,
+        }
+        source = msg.headers.get(SOURCE_HEADER) if msg.headers else None
+        if source:
+            attrs["lattice.source_id"] = source
+        return attrs
 
     def _send(
         self,

@@ -92,6 +92,7 @@ class HostConfig:
     admin_addr: str | None = None  # HOST:PORT for /livez, /readyz, /metrics (host/admin.py)
     compile_cache_dir: Path | None = None  # default {data_dir}/cache; may be shared
     http_in_host: bool = True  # builtin://http-server runs in this process (no NATS hop)
+    otlp_endpoint: str | None = None  # OTLP/HTTP receiver for spans (lattice/tracing.py)
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")
@@ -99,6 +100,10 @@ class HostConfig:
             raise ValueError("heartbeat interval must be positive")
         if not 0 <= self.beat_interval <= 60:
             raise ValueError("beat interval must be between 0 (off) and 60 seconds")
+        if self.otlp_endpoint:
+            from lattice.tracing import traces_url
+
+            traces_url(self.otlp_endpoint)  # a bad URL fails here, named, not at start
 
     @property
     def cache_dir(self) -> Path:

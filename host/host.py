@@ -35,7 +35,7 @@ from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from host.spy import Spy
-from lattice import natsd
+from lattice import natsd, tracing
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
 from lattice.protocol.messages import HostInventory, HostPing
@@ -87,6 +87,7 @@ class Host:
         self._log = log.bind(host_id=self.host_id, lattice=self.lattice)
         self.metrics = HostMetrics(self)  # its own registry: several hosts in one process
         self.admin: Any = None  # host/admin.py, with --admin-addr
+        self.tracing: tracing.Tracing | None = None  # --otlp-endpoint (lattice/tracing.py)
 
     @property
     def host_id(self) -> str:
@@ -147,6 +148,13 @@ class Host:
             bridge=self.bridge,
         )
         self.components.metrics = self.bridge.metrics = self.metrics
+        self.tracing = tracing.start(
+            self.config.otlp_endpoint,
+            service="lattice-host",
+            instance_id=self.host_id,
+            attributes={"lattice.name": self.lattice},
+        )
+        self.components.tracing = self.bridge.tracing = self.tracing  # None: off
         self.providers = ProviderManager(
             nc=self.nc,
             lattice=self.lattice,
@@ -157,6 +165,7 @@ class Host:
             health_interval=self.config.provider_health_interval,
             in_process=self._in_process_providers(),
         )
+        self.providers.otlp_endpoint = self.config.otlp_endpoint
         self.spy = await Spy.attach(self)  # `lattice spy`: taps only watched components
         for subject, queue, cb in self.ctl.subscriptions():
             self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
@@ -270,6 +279,8 @@ class Host:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.close(), 5.0)
         self.ticker.stop()
+        if self.tracing is not None:  # the last spans, bounded: a dead collector never holds us
+            await self.tracing.close(2.0)
         await self._stop_embedded()
         if self.admin is not None:
             await self.admin.stop()

@@ -205,6 +205,8 @@ class RunningProvider:
 
 
 class ProviderManager:
+    otlp_endpoint: str | None = None  # the host's --otlp-endpoint, handed to each provider
+
     def __init__(
         self,
         *,
@@ -295,6 +297,7 @@ class ProviderManager:
             "config": {**public, **secret},
             "log_level": self.log_level,
             "log_format": self.log_format,
+            "otlp_endpoint": self.otlp_endpoint,
         }
 
     async def _spawn(self, rp: RunningProvider) -> str | None:

@@ -20,9 +20,11 @@ from typing import Any
 
 import structlog
 from nats.aio.client import Client as NATS
+from nats.js import api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from lattice import buckets
 from lattice.protocol.links import (
     Identity,
     Link,
@@ -77,9 +79,11 @@ class LatticeState:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        js = self.nc.jetstream()
-        self._links_kv = await js.create_key_value(bucket=links_bucket(self.lattice), history=1)
-        self._config_kv = await js.create_key_value(bucket=config_bucket(self.lattice), history=1)
+        kv = api.KeyValueConfig
+        self._links_kv = await buckets.key_value(self.nc, kv(links_bucket(self.lattice), history=1))
+        self._config_kv = await buckets.key_value(
+            self.nc, kv(config_bucket(self.lattice), history=1)
+        )
         await self.resync()
 
     async def resync(self) -> None:

@@ -50,7 +50,7 @@ from wasmtime.component import (
 )
 
 from host.runtime import services
-from host.runtime.pool import blocked
+from host.runtime.pool import blocked, current_trace
 from host.wasi.layer import HOST_PREFIXES
 from lattice import codec
 from lattice.protocol import handoff
@@ -187,6 +187,7 @@ class ImportBridge:
 
     spy: Any = None  # host/spy.py sets it: taps the link calls of spied components
     metrics: Any = None  # host/metrics.py: counts link calls by source, link name, target
+    tracing: Any = None  # lattice/tracing.py with --otlp-endpoint: a client span per link call
 
     def __init__(
         self,
@@ -429,9 +430,19 @@ class ImportBridge:
         """One NATS request from a worker thread, on the host's loop."""
         if timeout <= 0:
             raise TimeoutError
-        fut = asyncio.run_coroutine_threadsafe(
-            self.nc.request(subject, payload, timeout=timeout, headers=headers), self.loop
-        )
+        if self.tracing is None:
+            coro = self.nc.request(subject, payload, timeout=timeout, headers=headers)
+        else:  # the span is made on the loop; this worker only hands over its call's context
+            coro = self.tracing.request(
+                self.nc,
+                subject,
+                payload,
+                headers,
+                timeout,
+                current_trace(),
+                _link_attrs(subject, headers),
+            )
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             with blocked():
                 return fut.result(timeout + 1)
@@ -451,3 +462,15 @@ class ImportBridge:
             fut.cancel()
             return None
         return link if link is not None and interface in link.interfaces else None
+
+
+def _link_attrs(subject: str, headers: Mapping[str, str]) -> dict[str, str]:
+    """A link call's span attributes, from what `_invoke` put in its subject and headers
+    (`{lattice}.{target}.rpc.{interface}.{function}`): identities only, never arguments."""
+    _, target, _, operation = subject.split(".", 3)
+    return {
+        "lattice.source_id": headers.get(SOURCE_HEADER, ""),
+        "lattice.link_name": headers.get(LINK_NAME_HEADER, ""),
+        "lattice.target": target,
+        "lattice.function": operation,
+    }

@@ -97,6 +97,11 @@ def blocked() -> Iterator[None]:
                 pool._busy_since[ident] = time.monotonic()
 
 
+def current_trace() -> Any:
+    """The trace context of the call this worker thread runs (None: tracing off)."""
+    return getattr(_worker_pool, "trace", None)
+
+
 class PoolClosed(Exception):
     """The pool is draining; the caller should use the component's current pool."""
 
@@ -107,6 +112,7 @@ class Work:
     args: Any  # msgpack bytes when `raw`, else already-decoded wire arguments
     raw: bool
     done: Done
+    trace: Any = None  # the invocation's trace context (lattice/tracing.py), or None
 
 
 @dataclass
@@ -206,11 +212,14 @@ class InstancePool:
 
     # -- calls ----------------------------------------------------------------
 
-    def submit(self, export: Export, args: Any, done: Done, *, raw: bool) -> None:
+    def submit(
+        self, export: Export, args: Any, done: Done, *, raw: bool, trace: Any = None
+    ) -> None:
         """Queue a call; `done(result, error)` runs later on this event loop.
 
         With `raw`, `args` is the msgpack request body and the result is the msgpack
         reply body. Raises PoolClosed when draining, InvocationError when overloaded.
+        `trace` is what `current_trace()` answers on the worker while the call runs.
         """
         if self.closed:
             raise PoolClosed
@@ -222,7 +231,7 @@ class InstancePool:
                     ErrorKind.UNAVAILABLE,
                     f"component {self.component_id} has {MAX_QUEUED} calls queued; try later",
                 )
-            self._queue.append(Work(export, args, raw, done))
+            self._queue.append(Work(export, args, raw, done, trace))
             if self._waiting_workers > 0:
                 self._cv.notify()
             else:
@@ -333,6 +342,7 @@ class InstancePool:
                     if not woken and not self._queue and self._surplus():
                         self._workers -= 1
                         return
+            _worker_pool.trace = work.trace  # for the call's forwarded imports
             result, error = self._run(work)
             with self._cv:
                 self._busy_since.pop(ident, None)

@@ -37,6 +37,7 @@ from nats.js import api
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from lattice import buckets
 from lattice.artifacts.refs import sha256_digest
 from lattice.artifacts.store import ObjectBucket, compiled_bucket
 
@@ -146,15 +147,10 @@ class SharedCompiles:
 
     async def _lease_kv(self) -> KeyValue:
         if self._leases is None:
-            js = self.nc.jetstream()
-            try:
-                self._leases = await js.key_value(leases_bucket(self.lattice))
-            except Exception:
-                self._leases = await js.create_key_value(
-                    config=api.KeyValueConfig(
-                        bucket=leases_bucket(self.lattice), history=1, ttl=self._lease_ttl
-                    )
-                )
+            self._leases = await buckets.key_value(
+                self.nc,
+                api.KeyValueConfig(leases_bucket(self.lattice), history=1, ttl=self._lease_ttl),
+            )
         return self._leases
 
     async def fetch(self, digest: str) -> bytes | None:

@@ -32,6 +32,7 @@ from nats.js import api
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
+from lattice import buckets
 from lattice.artifacts.objwrite import ObjectWriteError, put_object
 from lattice.artifacts.refs import LatticeRef, RefError, sha256_digest
 from lattice.artifacts.wasm import World
@@ -121,10 +122,11 @@ class ObjectBucket:
         except _MISSING:
             if not create:
                 raise StoreError(f"the lattice holds no artifacts yet ({self.bucket})") from None
-            self._store = await js.create_object_store(
-                self.bucket,
-                config=api.ObjectStoreConfig(bucket=self.bucket, description=self.description),
+            self._store = await buckets.object_store(
+                self.nc, api.ObjectStoreConfig(bucket=self.bucket, description=self.description)
             )
+        else:
+            await buckets.opened_object_store(self.nc, self.bucket)
         return self._store
 
     async def put(self, name: str, data: bytes, headers: dict[str, str]) -> ArtifactInfo:

@@ -77,6 +77,19 @@ AdminAddr = Annotated[
         show_default=False,
     ),
 ]
+JsReplicas = Annotated[
+    int | None,
+    typer.Option(
+        "--js-replicas",
+        envvar="LATTICE_JS_REPLICAS",
+        metavar="N",
+        min=1,
+        max=5,
+        help="Replicas of the lattice's KV buckets, object stores and event stream "
+        "[default: 3 on a NATS cluster of 3 or more, else 1]; raises existing ones.",
+        show_default=False,
+    ),
+]
 LogLevel = Annotated[
     str,
     typer.Option(
@@ -96,6 +109,14 @@ def check_admin_addr(addr: str | None) -> str | None:
 
     parse_addr(addr)
     return addr
+
+
+def use_js_replicas(n: int | None) -> None:
+    """`--js-replicas` for this process: `lattice.buckets` reads LATTICE_JS_REPLICAS."""
+    if n is not None:
+        from lattice import buckets
+
+        os.environ[buckets.ENV] = str(n)
 
 
 def compile_cache_from_env() -> Path | None:
@@ -238,6 +259,17 @@ def up(
             help="Default linear-memory cap per instance.",
         ),
     ] = 512,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            envvar="LATTICE_OTLP_ENDPOINT",
+            metavar="URL",
+            help="Export trace spans to this OTLP/HTTP receiver, e.g. http://localhost:4318 "
+            "(its providers too; off by default).",
+            show_default=False,
+        ),
+    ] = None,
     controller: Annotated[
         bool | None,
         typer.Option(
@@ -290,6 +322,7 @@ def up(
         ),
     ] = True,
     admin_addr: AdminAddr = None,
+    js_replicas: JsReplicas = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -322,6 +355,7 @@ def up(
             nats_url=where.nats_url,
             lattice=where.lattice,
             labels=labels,
+            otlp_endpoint=otlp_endpoint or None,
             host_seed=host_seed,
             heartbeat_interval=heartbeat_interval,
             beat_interval=beat_interval,
@@ -333,6 +367,7 @@ def up(
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
         )
+        use_js_replicas(js_replicas)
         if detach:
             start_detached(data)
             return
@@ -641,6 +676,7 @@ def controller(
     log_format: LogFormat = "console",
     log_level: LogLevel = "info",
     admin_addr: AdminAddr = None,
+    js_replicas: JsReplicas = None,
 ) -> None:
     """Run a manifest controller (several may run: one leads, the others stand by).
 
@@ -656,6 +692,7 @@ def controller(
     except ValueError as exc:
         raise usage(str(exc)) from None
     where = target(nats_url, lattice)
+    use_js_replicas(js_replicas)
     try:
         admin = check_admin_addr(admin_addr)
     except ValueError as exc:

@@ -110,6 +110,8 @@ class HostData(BaseModel):
     link_drain_seconds: float | None = Field(default=None, ge=0, le=300)
     """How long a deleted or replaced link keeps serving calls routed to it (the link
     hand-off, docs/protocol.md); None: the provider's own default."""
+    otlp_endpoint: str | None = None
+    """The host's `--otlp-endpoint`: export a span per call served (lattice/tracing.py)."""
 
     @field_validator("lattice", "provider_id")
     @classmethod

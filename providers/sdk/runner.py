@@ -44,9 +44,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lattice import logs
+from lattice import logs, tracing
 from lattice.protocol import subjects
 from lattice.protocol.envelope import CtlReply, fail, ok
+from lattice.protocol.invocation import ERROR_HEADER, LINK_NAME_HEADER, SOURCE_HEADER
 from providers.sdk import lifetime
 from providers.sdk.dispatch import invoke
 from providers.sdk.hostdata import (
@@ -151,6 +152,12 @@ class Runner:
         hd = provider.host_data  # lattice and provider_id are checked subject tokens
         self._ctl = f"wasmbus.rpc.{hd.lattice}.{hd.provider_id}"
         self._rpc_prefix = f"{hd.lattice}.{hd.provider_id}.rpc."
+        self.tracing = tracing.start(  # the host's --otlp-endpoint; None: off
+            hd.otlp_endpoint,
+            service="lattice-provider",
+            instance_id=hd.provider_id,
+            attributes={"lattice.name": hd.lattice, "lattice.host_id": hd.host_id},
+        )
 
     def stop(self, exit_code: int = 0) -> None:
         """Ask the provider to stop (idempotent); the first exit code wins."""
@@ -349,6 +356,8 @@ class Runner:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.drain(), left(least=0.2))
         await self._close_nats(0.5)
+        if self.tracing is not None:
+            await self.tracing.close(0.5)
         self.log.info("stopped", exit_code=self.exit_code)
 
     async def _unsubscribe(self, connected: bool, timeout: float) -> None:
@@ -388,12 +397,37 @@ class Runner:
 
     async def _serve_call(self, msg: Msg) -> None:
         op = subjects.rpc_operation(msg.subject, self.provider.lattice, self.provider.provider_id)
-        headers, body = await invoke(self.provider, op, msg.headers, msg.data)
+        if self.tracing is None:
+            headers, body = await invoke(self.provider, op, msg.headers, msg.data)
+        else:
+            headers, body = await self._traced(op, msg)
         if msg.reply:
             try:
                 await self.nats.publish(msg.reply, body, headers=headers)
             except Exception as exc:
                 self.log.warning("could not send reply", operation=op, error=str(exc))
+
+    async def _traced(self, op: str, msg: Msg) -> tuple[dict[str, str] | None, bytes]:
+        """`invoke` in a server span whose parent is the caller's (the host's link call)."""
+        assert self.tracing is not None
+        got = msg.headers or {}
+        span = self.tracing.server(
+            f"serve {op}",
+            got,
+            {
+                "lattice.provider_id": self.provider.provider_id,
+                "lattice.source_id": got.get(SOURCE_HEADER, ""),
+                "lattice.link_name": got.get(LINK_NAME_HEADER) or "default",
+                "lattice.function": op,
+            },
+        )
+        try:
+            headers, body = await invoke(self.provider, op, msg.headers, msg.data)
+        except BaseException:
+            self.tracing.finish(span, "cancelled")
+            raise
+        self.tracing.finish(span, (headers or {}).get(ERROR_HEADER))
+        return headers, body
 
     # ------------------------------------------------------------------ control
 

@@ -15,8 +15,11 @@ import time
 
 import structlog
 from nats.aio.client import Client as NATS
+from nats.js import api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
+
+from lattice import buckets
 
 log = structlog.get_logger("lattice.controller.lease")
 
@@ -42,8 +45,8 @@ class Lease:
         return self._revision is not None
 
     async def start(self) -> None:
-        self._kv = await self.nc.jetstream().create_key_value(
-            bucket=self.bucket, ttl=self.ttl, history=1
+        self._kv = await buckets.key_value(
+            self.nc, api.KeyValueConfig(self.bucket, ttl=self.ttl, history=1)
         )
 
     def _value(self) -> bytes:

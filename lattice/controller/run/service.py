@@ -22,9 +22,11 @@ from typing import Any
 import nats
 import structlog
 from nats.aio.client import Client as NATS
+from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from lattice import buckets
 from lattice.client import LatticeClient
 from lattice.controller import naming
 from lattice.controller.commands import Command, stops
@@ -98,8 +100,8 @@ class Controller:
         self.client = LatticeClient(self.nc, self.lattice, timeout=10.0)
         self.store = ManifestStore(self.nc, self.lattice)
         await self.store.start()
-        self._status_kv = await self.nc.jetstream().create_key_value(
-            bucket=f"CONTROLLER_STATUS_{self.lattice}", history=1
+        self._status_kv = await buckets.key_value(
+            self.nc, api.KeyValueConfig(f"CONTROLLER_STATUS_{self.lattice}", history=1)
         )
         self.lease = Lease(self.nc, self.lattice, self.id, ttl=self.lease_ttl)
         await self.lease.start()

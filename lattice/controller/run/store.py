@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.js import api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from lattice import buckets
 from lattice.controller.manifest import Manifest
 from lattice.kvkeys import bucket_keys
 
@@ -104,7 +106,7 @@ class ManifestStore:
         return f"CONTROLLER_APPS_{self.lattice}"
 
     async def start(self) -> None:
-        self._kv = await self.nc.jetstream().create_key_value(bucket=self.bucket, history=1)
+        self._kv = await buckets.key_value(self.nc, api.KeyValueConfig(self.bucket, history=1))
 
     @staticmethod
     def _key(name: str) -> str:
