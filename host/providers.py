@@ -56,6 +56,7 @@ BUILTIN = {
     "keyvalue-nats": "providers.keyvalue_nats",
     "messaging-nats": "providers.messaging_nats",
     "http-server": "providers.http_server",
+    "http-client": "providers.http_client",
     "blobstore-fs": "providers.blobstore_fs",
     "blobstore-nats": "providers.blobstore_nats",
     "blobstore-s3": "providers.blobstore_s3",

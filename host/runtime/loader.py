@@ -28,6 +28,7 @@ from host.runtime.exports import Export, list_exports
 from host.runtime.imports import ImportBridge, bridged_imports
 from host.runtime.pool import InstancePool
 from host.wasi import outgoing
+from host.wasi.outgoing_link import LinkedOutgoing
 from lattice.protocol.invocation import InvocationError
 
 
@@ -101,7 +102,17 @@ async def load_pool(
         policy = None
         if bridge is not None:
             config = bridge.component_config
-            policy = outgoing.from_config(lambda: dict(config(component_id)))
+            # … or, when its wasi:http/outgoing-handler is linked, to the link's provider
+            policy = LinkedOutgoing(
+                outgoing.from_config(lambda: dict(config(component_id))),
+                nc=bridge.nc,
+                loop=bridge.loop,
+                lattice=bridge.lattice,
+                component_id=component_id,
+                links=bridge.links,
+                link_name=bridge.link_name,
+                fetch_link=bridge.fetch_link,
+            )
         pool = wasi.WasiPool(outgoing=policy, **common)
     else:
         pool = InstancePool(**common)

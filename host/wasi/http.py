@@ -38,7 +38,9 @@ wasmtime) does, and the hop-by-hop headers wasmtime forbids are refused in guest
 fields and left out of incoming requests (`host` becomes the authority). Trailers are
 accepted and ignored. Outgoing HTTP (`outgoing-handler.handle`) is sent only to hosts
 the component's policy allows (`host.wasi.outgoing`, config `allowed_hosts`); anything
-else — and everything when no policy is set — is refused with `HTTP-request-denied`.
+else — and everything when no policy is set — is refused with `HTTP-request-denied`;
+when the component's `outgoing-handler` import is linked, the request goes to the link's
+provider instead, both bodies streamed (`host.wasi.outgoing_link`).
 """
 
 from __future__ import annotations
@@ -57,12 +59,13 @@ import wasmtime
 from wasmtime import WasmtimeError
 from wasmtime.component import Component, Func, Variant
 
-from host.wasi import outgoing
+from host.wasi import outgoing, outgoing_link
 from host.wasi.binding import Err, HostResource, Interface, Ok, lower_own, resource
 from host.wasi.io import (
     ALWAYS,
     WRITE_BUDGET,
     ByteSource,
+    Condition,
     EmptySource,
     InputStream,
     IoError,
@@ -70,10 +73,12 @@ from host.wasi.io import (
     OutputStream,
     Pipe,
     Pollable,
+    Signal,
     StreamClosed,
     StreamFailure,
 )
 from host.wasi.state import WasiState, state_of
+from lattice.protocol import http_out
 
 log = structlog.get_logger("lattice.wasi.http")
 
@@ -437,10 +442,39 @@ class IncomingResponse(HostResource):
 
 @resource(TYPES_INTERFACE, "future-incoming-response")
 class FutureIncomingResponse(HostResource):
-    """Always ready: the request completed (or failed) inside `handle`."""
+    """Ready at once when the host sent the request itself inside `handle`; with
+    `pending` (a linked provider's exchange) ready when its response head arrives."""
 
-    def __init__(self, result: IncomingResponse | Variant) -> None:
+    def __init__(
+        self,
+        result: IncomingResponse | Variant | None,
+        pending: outgoing_link.Pending | None = None,
+    ) -> None:
         self.result: IncomingResponse | Variant | None = result
+        self.pending = pending
+        self.readiness = ALWAYS if pending is None else self._watch(pending)
+
+    def _watch(self, pending: outgoing_link.Pending) -> Condition:
+        signal = Signal()
+        pending.head.add_done_callback(lambda _f: signal.notify())
+        return Condition(pending.head.done, signal)
+
+    def take(self) -> IncomingResponse | Variant | None:
+        """The answer once it is there (and only once: None afterwards)."""
+        if self.pending is not None:
+            if not self.pending.head.done():
+                return None
+            answer = self.pending.head.result()
+            self.pending = None
+            self.result = (
+                IncomingResponse(answer) if isinstance(answer, outgoing.Response) else answer
+            )
+        result, self.result = self.result, None
+        return result
+
+    def on_drop(self) -> None:  # dropped before its answer: the exchange is abandoned
+        if self.pending is not None and not self.pending.head.done():
+            self.pending.cancel()
 
 
 def _out_new(state: WasiState, headers: Fields) -> OutgoingRequest:
@@ -516,15 +550,16 @@ def _option_setter(key: str) -> Callable[..., Ok[None]]:
 def _outgoing_handle(
     state: WasiState, request: OutgoingRequest, options: RequestOptions | None
 ) -> Ok[FutureIncomingResponse] | Err[Variant]:
-    """Send the request if the component may reach its host (else HTTP-request-denied)."""
+    """Send the request if the component may reach its host (else HTTP-request-denied);
+    through the linked provider when its outgoing-handler import is linked."""
     if not request.authority:
         return Err(Variant("HTTP-request-URI-invalid"))
     scheme = request.scheme or "https"
-    host, _, port_text = request.authority.rpartition(":")
-    if not host or not port_text.isdigit():
-        host, port_text = request.authority, "443" if scheme == "https" else "80"
+    host, port = http_out.split_authority(request.authority, scheme)
     policy = state.outgoing
-    if policy is None or not policy(host.strip("[]"), int(port_text)):
+    if isinstance(policy, outgoing_link.LinkedOutgoing) and (link := policy.route()) is not None:
+        return Ok(_linked_handle(state, policy, link, request, options, scheme))
+    if policy is None or not policy(host, port):
         log.info("outgoing HTTP denied", authority=request.authority)
         return Err(Variant("HTTP-request-denied"))
     body = b""
@@ -547,15 +582,42 @@ def _outgoing_handle(
     return Ok(FutureIncomingResponse(result))
 
 
+def _linked_handle(
+    state: WasiState,
+    linked: outgoing_link.LinkedOutgoing,
+    link: Any,
+    request: OutgoingRequest,
+    options: RequestOptions | None,
+    scheme: str,
+) -> FutureIncomingResponse:
+    """Hand the request to the link's provider; the body streams as the guest writes it."""
+    timeouts = options.timeouts if options is not None else {}
+    spec = outgoing_link.Request(
+        method=request.method,
+        scheme=scheme,
+        authority=str(request.authority),
+        path=request.path_with_query or "/",
+        headers=list(request.headers.entries),
+        connect_ns=timeouts.get("connect"),
+        first_byte_ns=timeouts.get("first-byte"),
+        between_bytes_ns=timeouts.get("between"),
+    )
+    body = request.body.pipe if request.body is not None else None
+    return FutureIncomingResponse(None, linked.send(link, spec, body, state.deadline))
+
+
 def _future_subscribe(state: WasiState, f: FutureIncomingResponse) -> Pollable:
-    return Pollable(ALWAYS)
+    return Pollable(f.readiness)
 
 
 def _future_get(state: WasiState, f: FutureIncomingResponse) -> Any:
-    """`some(ok(ok(response)))` or `some(ok(err(code)))` once, then `some(err)`."""
-    if f.result is None:
+    """`none` while pending; `some(ok(ok(response)))` or `some(ok(err(code)))` once,
+    then `some(err)`."""
+    if f.pending is not None and not f.pending.head.done():
+        return None
+    result = f.take()
+    if result is None:
         return Err(None)
-    result, f.result = f.result, None
     return Ok(Ok(result)) if isinstance(result, IncomingResponse) else Ok(Err(result))
 
 
@@ -572,6 +634,8 @@ def _in_consume(state: WasiState, r: IncomingResponse) -> Ok[IncomingBody] | Err
         return Err(None)
     r.consumed = True
     data = r.response.body
+    if not isinstance(data, bytes):  # streaming in from a provider
+        return Ok(IncomingBody(data))
     step = WRITE_BUDGET
     return Ok(IncomingBody(IterSource(data[i : i + step] for i in range(0, len(data), step))))
 

@@ -9,46 +9,33 @@ set at all — outgoing HTTP is off by default.
 The request is sent with httpx on the worker thread that runs the component (inside the
 state's `blocking()` section, so the pool can add a worker meanwhile); its response body
 is read whole, up to `MAX_RESPONSE_BYTES`, and handed to the guest as a ready future.
+When the component's `outgoing-handler` import is linked to a provider instead, the
+request goes there with streamed bodies (`host.wasi.outgoing_link`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 from wasmtime.component import Variant
 
+from host.wasi.io import ByteSource
+from lattice.protocol import http_out
+
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
 
-OutgoingPolicy = Callable[[str, int], bool]  # (host, port) -> allowed
-
-
-def allowlist(patterns: Iterable[str]) -> OutgoingPolicy:
-    """A policy from patterns: `host`, `host:port`, `*.suffix`, or `*`."""
-    rules = [p.strip().lower() for p in patterns if p.strip()]
-
-    def allowed(host: str, port: int) -> bool:
-        host = host.lower()
-        for rule in rules:
-            if rule == "*":
-                return True
-            name, _, rport = rule.partition(":")
-            if rport and rport != str(port):
-                continue
-            if name == host or (name.startswith("*.") and host.endswith(name[1:])):
-                return True
-        return False
-
-    return allowed
+OutgoingPolicy = http_out.OutgoingPolicy
+allowlist = http_out.allowlist  # the one pattern language, shared with builtin://http-client
 
 
 def from_config(config: Callable[[], dict[str, str]]) -> OutgoingPolicy:
     """The policy of a component whose named config `config()` returns (read per call)."""
 
     def allowed(host: str, port: int) -> bool:
-        return allowlist(config().get("allowed_hosts", "").split(","))(host, port)
+        return http_out.allowlist_of(config())(host, port)
 
     return allowed
 
@@ -57,7 +44,7 @@ def from_config(config: Callable[[], dict[str, str]]) -> OutgoingPolicy:
 class Response:
     status: int
     headers: list[tuple[str, bytes]]
-    body: bytes
+    body: bytes | ByteSource  # a source (a `Pipe`) when it streams in from a provider
 
 
 def send(

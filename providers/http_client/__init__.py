@@ -1,0 +1,1 @@
+"""`builtin://http-client`: serves `wasi:http/outgoing-handler` for linked components."""
