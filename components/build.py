@@ -99,6 +99,8 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "kvcounter": ComponentSpec(
         "kvcounter", "kvcounter-world", (None,), COMPONENTS_DIR / "wit-kvcounter"
     ),
+    # photo archive: wasi:blobstore for uploads, wasi:keyvalue for their index (dev to prod)
+    "archive": ComponentSpec("archive", "archive-world", (None,), COMPONENTS_DIR / "wit-blobstore"),
     # JavaScript (componentize-js): the greeter's twin, answering "Hello, {name}! (js)"
     "greeter_js": ComponentSpec(
         "greeter_js",

@@ -352,7 +352,10 @@ class ImportBridge:
         operation: str,
         wire_args: list[Any],
         timeout_ms: int,
+        pin: list[Link] | None = None,
     ) -> Any:
+        """`pin` (host/wasi/blobstore.py: the parts of one upload, the chunks of one read)
+        holds the link the first call went over, and later calls go to the same target."""
         if self.spy is not None and self.spy.active(component_id):  # `lattice spy`
             return self.spy.outbound(
                 self._invoke, component_id, iface, operation, wire_args, timeout_ms
@@ -362,6 +365,8 @@ class ImportBridge:
         link = find_link(
             self.links, component_id, iface.namespace, iface.package, iface.interface, name
         )
+        if pin:
+            link = pin[0]
         where = f"component {component_id} import {iface.short} (link name {name!r})"
         if link is None:
             link = self._fresh(ident, iface.interface, timeout_ms)  # the copy may lag
@@ -401,6 +406,8 @@ class ImportBridge:
                 if kind != ErrorKind.NOT_LINKED:
                     self._count(component_id, name, target, operation, kind)
                 if kind is None:
+                    if pin is not None:
+                        pin[:] = [link]
                     return body
                 err = InvocationError.from_body(body, kind)
                 if err.kind is not ErrorKind.NOT_LINKED:

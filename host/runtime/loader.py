@@ -27,7 +27,7 @@ from host.runtime.engine import CompileCache
 from host.runtime.exports import Export, list_exports
 from host.runtime.imports import ImportBridge, bridged_imports
 from host.runtime.pool import InstancePool
-from host.wasi import outgoing
+from host.wasi import blobstore, outgoing
 from host.wasi.outgoing_link import LinkedOutgoing
 from lattice.protocol.invocation import InvocationError
 
@@ -80,13 +80,21 @@ async def load_pool(
     # HTTP components need wasi:http/types from the host, hence the host's own WASI layer
     # (docs/wasi-http.md); everything else runs on wasmtime's native WASI, measured faster.
     host_wasi = await asyncio.to_thread(wasi.needs_host_wasi, engine, compiled.component)
+    # wasi:blobstore's values are wasi:io streams the host owns: the same layer
+    blobs = await asyncio.to_thread(blobstore.imports_blobstore, engine, compiled.component)
+    host_wasi = host_wasi or blobs
     if host_wasi:
         linker = await asyncio.to_thread(wasi.new_linker, engine, compiled.component)
     else:
         linker = await asyncio.to_thread(new_linker, engine)
     if bridge is not None:
         imports = await asyncio.to_thread(bridged_imports, engine, compiled.component)
+        imports = [i for i in imports if not blobstore.is_blobstore(i.full_name)]
         bridge.define(linker, component_id, imports, lambda: limits.timeout_ms)
+        if blobs:
+            blobstore.define(
+                linker, engine, compiled.component, bridge, component_id, lambda: limits.timeout_ms
+            )
     common: dict[str, Any] = {
         "component_id": component_id,
         "engine": engine,
