@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lattice.artifacts.claims import check_issuer
 from lattice.protocol.subjects import check_token
 
 
@@ -39,8 +40,9 @@ def _env_flag(name: str) -> bool:
 @dataclass(frozen=True)
 class ArtifactSettings:
     """Where components may come from (`--allow-insecure-registry`, `--allow-latest`,
-    `--no-shared-compile`; also LATTICE_ALLOW_INSECURE_REGISTRY=host:port,…,
-    LATTICE_ALLOW_LATEST=1, LATTICE_NO_SHARED_COMPILE=1, and
+    `--no-shared-compile`, `--allowed-issuer`; also
+    LATTICE_ALLOW_INSECURE_REGISTRY=host:port,…, LATTICE_ALLOW_LATEST=1,
+    LATTICE_NO_SHARED_COMPILE=1, LATTICE_ALLOWED_ISSUERS=A…,A…, and
     LATTICE_REGISTRY_CONFIG=registry=config-name,… naming the named config that holds
     a registry's `username` and secret `password` or `token`)."""
 
@@ -48,6 +50,7 @@ class ArtifactSettings:
     allow_latest: bool = False
     shared_compile: bool = True
     registry_configs: dict[str, str] = field(default_factory=dict)
+    allowed_issuers: tuple[str, ...] = ()  # non-empty: signed components only
 
     @classmethod
     def from_env(cls) -> ArtifactSettings:
@@ -57,21 +60,29 @@ class ArtifactSettings:
             allow_latest=_env_flag("LATTICE_ALLOW_LATEST"),
             shared_compile=not _env_flag("LATTICE_NO_SHARED_COMPILE"),
             registry_configs={k.strip(): v.strip() for k, sep, v in pairs if sep},
+            allowed_issuers=_env_list("LATTICE_ALLOWED_ISSUERS"),
         )
 
 
 def artifact_settings(
-    insecure: list[str] | None, allow_latest: bool, shared_compile: bool
+    insecure: list[str] | None,
+    allow_latest: bool,
+    shared_compile: bool,
+    allowed_issuers: list[str] | None = None,
 ) -> ArtifactSettings:
     """`lattice up`'s artifact flags over what the environment says (LATTICE_* variables
     that have no flag, such as LATTICE_REGISTRY_CONFIG, still apply)."""
     env = ArtifactSettings.from_env()
     hosts = tuple(h.strip() for item in insecure or [] for h in item.split(",") if h.strip())
+    issuers = tuple(
+        check_issuer(i) for item in allowed_issuers or [] for i in item.split(",") if i.strip()
+    )
     return ArtifactSettings(
         insecure_registries=hosts or env.insecure_registries,
         allow_latest=allow_latest or env.allow_latest,
         shared_compile=shared_compile and env.shared_compile,
         registry_configs=env.registry_configs,
+        allowed_issuers=issuers or tuple(check_issuer(i) for i in env.allowed_issuers),
     )
 
 

@@ -47,7 +47,11 @@ def bind(host: Host) -> None:
         LocalCache(host.config.data_dir / "artifacts"),
         nc=host.nc,
         lattice=host.lattice,
-        policy=FetchPolicy(settings.allow_latest, frozenset(settings.insecure_registries)),
+        policy=FetchPolicy(
+            settings.allow_latest,
+            frozenset(settings.insecure_registries),
+            frozenset(settings.allowed_issuers),
+        ),
         credentials=credentials,
     )
     if not settings.shared_compile:

@@ -1,4 +1,4 @@
-"""`lattice push|pull|inspect`, `lattice get artifacts`, `lattice delete artifact`.
+"""`lattice push|pull|inspect|sign`, `lattice get artifacts`, `lattice delete artifact`.
 
 Mounted by the CLI with `register(app, get_app, delete_app)`. Each command parses its
 options, calls `lattice.artifacts.ops`, and prints a table or JSON; errors are one
@@ -10,7 +10,9 @@ would land in shell history and `ps`), and are never printed.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -20,7 +22,7 @@ from nats.aio.client import Client as NATS
 from rich.console import Console
 from rich.table import Table
 
-from lattice.artifacts import ops
+from lattice.artifacts import claims, ops
 from lattice.artifacts.fetch import FetchError, FetchPolicy
 from lattice.artifacts.oci import Credentials
 from lattice.artifacts.refs import RefError
@@ -124,7 +126,20 @@ def _show(d: ops.Described, fmt: Format) -> None:
         print(dump(body, fmt), flush=True)
         return
     rows = [(k, str(body.get(k))) for k in ("ref", "digest", "size", *sorted(d.extra))]
-    rows.append(("signature", "none (components are not signed yet)"))
+    sig = d.signature
+    if isinstance(sig, dict):
+        expires = sig.get("expires")
+        rows += [
+            ("signed by", str(sig["issuer"])),
+            ("subject", str(sig["subject"])),
+            ("name", f"{sig['name']} {sig.get('version') or ''} (rev {sig['revision']})"),
+            (
+                "expires",
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)) if expires else "never",
+            ),
+        ]
+    else:
+        rows.append(("signature", "none (unsigned)" if sig is None else sig))
     for key, value in rows:  # one line each, never wrapped: digests are copied from here
         out.print(f"{key:<17} {value}", markup=False, highlight=False, soft_wrap=True)
     if d.world is not None:
@@ -243,6 +258,84 @@ def inspect(
     _show(d, fmt_of(output, as_json))
 
 
+def _issuer_seed(value: str) -> str:
+    """The seed itself, or read from a file named by the value (a seed on the command line
+    shows in `ps`: prefer the file or LATTICE_ISSUER_SEED)."""
+    path = Path(value)
+    if not value.startswith("S") and path.is_file():
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise _fail(f"cannot read the issuer seed from {path}: {exc.strerror}") from None
+    return value
+
+
+def sign(
+    file: Annotated[Path, typer.Argument(help="The component (.wasm) to sign.")],
+    issuer: Annotated[
+        str,
+        typer.Option(
+            "--issuer",
+            envvar="LATTICE_ISSUER_SEED",
+            metavar="SEED|FILE",
+            help="The issuing account's nkey seed (SA…), or a file holding it.",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Component name [default: the file's stem].")
+    ] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Version, e.g. 0.1.0.")] = None,
+    revision: Annotated[int, typer.Option("--rev", min=0, help="Revision number.")] = 0,
+    expires_in_days: Annotated[
+        float | None,
+        typer.Option("--expires-in-days", min=0.0, help="Days until the claims expire [never]."),
+    ] = None,
+    destination: Annotated[
+        Path | None,
+        typer.Option(
+            "--destination",
+            "-d",
+            metavar="PATH",
+            help="Where to write the signed component [default: FILE_s.wasm beside it].",
+        ),
+    ] = None,
+    output: OutputOpt = Format.table,
+    as_json: AsJson = False,
+) -> None:
+    """Embed signed claims (issuer, subject, name, version, expiry, module hash) in a
+    component, for hosts started with `--allowed-issuer`.
+
+    Example: lattice sign echo.wasm --issuer ./account.nk --name echo --version 0.1.0
+    """
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror}") from None
+    seed = _issuer_seed(issuer)
+    try:
+        signed, _claims = claims.sign(
+            data,
+            seed,
+            name=name or file.stem,
+            version=version,
+            revision=revision,
+            expires_in=expires_in_days * 86400 if expires_in_days is not None else None,
+        )
+    except (claims.ClaimsError, NotAComponent) as exc:
+        raise _fail(f"{file}: {exc}") from None
+    finally:
+        del seed
+    target = destination or file.with_name(f"{file.stem}_s{file.suffix or '.wasm'}")
+    try:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(signed)
+        tmp.replace(target)
+    except OSError as exc:
+        raise _fail(f"cannot write {target}: {exc.strerror}") from None
+    _show(ops.describe_bytes(str(target), signed), fmt_of(output, as_json))
+
+
 def get_artifacts(
     nats_url: NatsUrl = DEFAULT_URL,
     lattice: LatticeName = "default",
@@ -293,5 +386,6 @@ def register(app: typer.Typer, get_app: typer.Typer, delete_app: typer.Typer) ->
     app.command("push")(push)
     app.command("pull")(pull)
     app.command("inspect")(inspect)
+    app.command("sign")(sign)
     get_app.command("artifacts")(get_artifacts)
     delete_app.command("artifact")(delete_artifact)

@@ -28,8 +28,9 @@ import httpx
 import structlog
 from nats.aio.client import Client as NATS
 
-from lattice.artifacts import refs
+from lattice.artifacts import claims, refs
 from lattice.artifacts.cache import LocalCache
+from lattice.artifacts.claims import ClaimsError
 from lattice.artifacts.oci import Credentials, OciClient, OciError
 from lattice.artifacts.refs import RefError, sha256_digest
 from lattice.artifacts.store import ArtifactStore, StoreError
@@ -57,6 +58,8 @@ class Fetched:
 class FetchPolicy:
     allow_latest: bool = False
     insecure_registries: frozenset[str] = frozenset()
+    allowed_issuers: frozenset[str] = frozenset()
+    """Non-empty: only components signed by one of these accounts (claims.verify)."""
 
 
 CredentialsFor = Callable[[str], Credentials | None]
@@ -94,6 +97,10 @@ class Fetcher:
                 data = await _read_file(ref)
                 got = Fetched(ref, data, sha256_digest(data), "file")
             check_component(got.data, ref)
+            if self.policy.allowed_issuers:  # before anything compiles it
+                await asyncio.to_thread(claims.verify, got.data, self.policy.allowed_issuers)
+        except ClaimsError as exc:
+            raise FetchError(f"{ref} refused: {exc}") from None
         except (RefError, NotAComponent) as exc:
             raise FetchError(str(exc)) from None
         self.sources[got.source] += 1

@@ -15,7 +15,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from lattice.artifacts import refs
+from lattice.artifacts import claims, refs
 from lattice.artifacts.fetch import Fetcher, FetchPolicy
 from lattice.artifacts.oci import Credentials, OciClient
 from lattice.artifacts.refs import LatticeRef, OciRef, RefError, sha256_digest
@@ -33,6 +33,8 @@ class Described:
     size: int
     world: World | None
     extra: dict[str, Any]
+    signature: dict[str, Any] | str | None = "not read (pull the component to check it)"
+    """The claims (`lattice sign`), None when unsigned, or why they are invalid."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -41,7 +43,7 @@ class Described:
             "size": self.size,
             "imports": list(self.world.imports) if self.world else [],
             "exports": list(self.world.exports) if self.world else [],
-            "signature": None,  # components are not signed yet
+            "signature": self.signature,
             **self.extra,
         }
 
@@ -55,7 +57,12 @@ async def read_file(path: Path) -> bytes:
 
 def describe_bytes(ref: str, data: bytes, **extra: Any) -> Described:
     check_component(data, ref)
-    return Described(ref, sha256_digest(data), len(data), world(data), extra)
+    try:
+        found = claims.read(data)
+        signature: dict[str, Any] | str | None = found.as_json() if found else None
+    except claims.ClaimsError as exc:
+        signature = f"invalid: {exc}"
+    return Described(ref, sha256_digest(data), len(data), world(data), extra, signature)
 
 
 async def push(

@@ -304,6 +304,17 @@ def up(
             help="Run OCI references tagged :latest or untagged.",
         ),
     ] = False,
+    allowed_issuer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-issuer",
+            envvar="LATTICE_ALLOWED_ISSUERS",
+            metavar="ACCOUNT",
+            help="Run only components signed (`lattice sign`) by this account public key "
+            "(A…; repeatable). Unsigned, tampered, expired or foreign ones are refused.",
+            show_default=False,
+        ),
+    ] = None,
     shared_compile: Annotated[
         bool,
         typer.Option(
@@ -362,7 +373,9 @@ def up(
             data_dir=data,
             limits=Limits(timeout_ms=timeout_ms, memory_mb=memory_mb),
             embedded_nats=embedded_nats,
-            artifacts=artifact_settings(allow_insecure_registry, allow_latest, shared_compile),
+            artifacts=artifact_settings(
+                allow_insecure_registry, allow_latest, shared_compile, allowed_issuer
+            ),
             admin_addr=check_admin_addr(admin_addr),
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
