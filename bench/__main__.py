@@ -13,6 +13,7 @@ BENCHES = {
     "deploy": "bench.deploy",
     "soak": "bench.soak",
     "blobstore": "bench.blobstore",
+    "http_client": "bench.http_client",
     "all": "bench.all",  # invoke + provider + http: one table, one .bench-results/ record
     "compare": "bench.compare",  # two records: ratio of every figure, flags beyond ±10 %
 }
