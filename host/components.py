@@ -317,7 +317,7 @@ class ComponentManager:
                 self._send(msg.reply, None, exc)
                 if self.metrics is not None:  # refused before a pool saw it: no function name
                     self.metrics.invoked(component_id, "other", "", str(exc.kind), 0.0)
-                if self.tracing is not None:  # a span of its own (the one begun is dropped)
+                if self.tracing is not None:  # a span of its own, for the refusal
                     op = subjects.rpc_operation(msg.subject, self.lattice, component_id)
                     self.tracing.refused(
                         self._span_attrs(component_id, msg), op, msg.headers, str(exc.kind)
@@ -341,10 +341,6 @@ class ComponentManager:
         if self.spy is not None and self.spy.active(component_id):  # `lattice spy`
             done = self.spy.inbound(component_id, operation, msg, done)
         trace = None
-        if self.tracing is not None:  # --otlp-endpoint: a server span, ended by `done`
-            done, trace = self.tracing.inbound(
-                self._span_attrs(component_id, msg), operation, msg.headers, done
-            )
         for _ in range(3):  # a pool swapped out under us: retry on the current one
             rc = self.running.get(component_id)
             if rc is None:
@@ -357,6 +353,10 @@ class ComponentManager:
                 raise InvocationError(
                     ErrorKind.UNKNOWN_FUNCTION, f"{component_id}: {exc}"
                 ) from None
+            if self.tracing is not None and trace is None:  # --otlp-endpoint: ended by `done`
+                done, trace = self.tracing.inbound(
+                    self._span_attrs(component_id, msg), export.operation, msg.headers, done
+                )
             try:
                 rc.pool.submit(export, msg.data, done, raw=True, trace=trace)
                 return

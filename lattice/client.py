@@ -683,9 +683,14 @@ class LatticeClient:
         args: list[Any] | dict[str, Any] | None = None,
         *,
         timeout: float | None = None,
+        traceparent: str | None = None,
     ) -> tuple[Any, str | None]:
-        """Like `call`, also returning the id of the host that served it."""
-        headers = {SOURCE_HEADER: "lattice-cli", TRACEPARENT_HEADER: new_traceparent()}
+        """Like `call`, also returning the id of the host that served it; the call
+        carries `traceparent` (default: a fresh one), so its spans are one trace."""
+        headers = {
+            SOURCE_HEADER: "lattice-cli",
+            TRACEPARENT_HEADER: traceparent or new_traceparent(),
+        }
         return await self._call(component_id, function, args, timeout, headers)
 
     async def _call(

@@ -14,6 +14,9 @@ call carries a `traceparent`.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -25,7 +28,7 @@ from host.config import HostConfig
 from host.host import Host
 from lattice import codec
 from lattice.client import LatticeClient
-from lattice.protocol.invocation import TRACEPARENT_HEADER
+from lattice.protocol.invocation import ERROR_HEADER, TRACEPARENT_HEADER
 from lattice.tracing import Tracing, traces_url
 from tests.conftest import CACHE
 from tests.otlp import CLIENT, SERVER, OtlpReceiver, Received
@@ -216,6 +219,56 @@ async def test_tracing_off_exports_nothing_and_adds_no_traceparent(
     assert wire, "the spy saw the link calls"
     assert all(TRACEPARENT_HEADER not in (m.headers or {}) for m in wire)
     assert receiver.requests == 0 and receiver.spans == []
+
+
+async def test_lattice_call_show_trace_names_the_trace_the_host_exported(
+    nats_url: str,
+    lattice_name: str,
+    client: LatticeClient,
+    receiver: OtlpReceiver,
+    echo_ref: str,
+) -> None:
+    host, other = await _hosts(nats_url, lattice_name, receiver.url)
+    try:
+        await other.stop("not needed")
+        await client.scale_component(host.host_id, echo_ref, "echo", 1)
+        env = {**os.environ, "LATTICE_CONFIG_DIR": "/nonexistent-lattice"}
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "lattice", "call", "echo", "echo", '"hi"', "--show-trace"),
+            *("--nats-url", nats_url, "--lattice", lattice_name),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().strip() == '"hi"'
+        found = re.search(r"trace id ([0-9a-f]{32})", err.decode())
+        assert found, err.decode()
+        trace_id = found[1]
+        # a call refused before any pool saw it gets a span too, with the error's kind
+        refused_trace, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        msg = await client.nc.request(
+            f"{lattice_name}.echo.rpc.no-such-function",
+            codec.pack([]),
+            timeout=10,
+            headers={TRACEPARENT_HEADER: f"00-{refused_trace}-{parent}-01"},
+        )
+        assert (msg.headers or {}).get(ERROR_HEADER) == "unknown-function"
+        spans = await receiver.wait_for(
+            lambda ss: {trace_id, refused_trace} <= {s.trace_id for s in ss}
+        )
+    finally:
+        await _stop([host])
+    (inv,) = [s for s in spans if s.trace_id == trace_id]
+    assert inv.name == "invoke lattice:examples/echo.echo" and inv.parent_id
+    assert inv.attributes["lattice.source_id"] == "lattice-cli"
+    assert inv.attributes["lattice.outcome"] == "ok"
+    (refused,) = [s for s in spans if s.trace_id == refused_trace]
+    assert refused.parent_id == parent and refused.kind == SERVER
+    assert refused.attributes["lattice.function"] == "no-such-function"
+    assert refused.attributes["lattice.outcome"] == "unknown-function"
+    assert refused.status_code == 2  # STATUS_CODE_ERROR
 
 
 def test_bad_endpoints_are_refused_by_name() -> None:

@@ -25,6 +25,7 @@ from lattice.cli.common import (
     Watch,
     dump,
     emit_done,
+    err,
     fmt_of,
     parse_pairs,
     run_client,
@@ -38,7 +39,7 @@ from lattice.cli.common import (
 from lattice.cli.complete import live
 from lattice.cli.groups import app, get_app, scale_app, update_app
 from lattice.cli.hosts import inventories
-from lattice.client import LatticeClient, LatticeError
+from lattice.client import LatticeClient, LatticeError, new_traceparent
 
 IdArg = Annotated[
     str,
@@ -206,6 +207,14 @@ def call(
     lattice: LatticeName = None,
     timeout: Timeout = 10.0,
     output: OutputOpt = Format.json,
+    show_trace: Annotated[
+        bool,
+        typer.Option(
+            "--show-trace",
+            help="Print the call's trace id on stderr, to find its spans where hosts "
+            "export them (lattice up --otlp-endpoint).",
+        ),
+    ] = False,
 ) -> None:
     """Call an exported function and print its result (JSON unless -o yaml).
 
@@ -219,10 +228,15 @@ def call(
             values.append(codec.from_json(json.loads(a)))
         except json.JSONDecodeError as exc:
             raise usage(f"argument {i + 1} is not valid JSON ({exc.msg}): {a!r}") from None
+    traceparent = new_traceparent()
+    if show_trace:  # before the call: a failed call is the one worth looking up
+        err.print(f"trace id {traceparent.split('-')[1]}")
     result = run_client(
         target(nats_url, lattice),
         timeout,
-        lambda c: c.call_traced(component_id, function, values, timeout=timeout),
+        lambda c: c.call_traced(
+            component_id, function, values, timeout=timeout, traceparent=traceparent
+        ),
     )
     value = codec.to_json_compatible(result[0])
     print(dump(value, Format.yaml if output is Format.yaml else Format.json), flush=True)
