@@ -439,6 +439,18 @@ class IncomingResponse(HostResource):
         self.response = response
         self.consumed = False
 
+    def on_drop(self) -> None:  # never consumed: a streaming body is not wanted
+        if not self.consumed and not isinstance(self.response.body, bytes):
+            self.response.body.close_reader()
+
+
+class StreamedResponseBody(IncomingBody):
+    """A response body streaming in from a provider: dropping it unread ends the stream."""
+
+    def on_drop(self) -> None:
+        if not self.streamed:
+            self.source.close_reader()
+
 
 @resource(TYPES_INTERFACE, "future-incoming-response")
 class FutureIncomingResponse(HostResource):
@@ -635,7 +647,7 @@ def _in_consume(state: WasiState, r: IncomingResponse) -> Ok[IncomingBody] | Err
     r.consumed = True
     data = r.response.body
     if not isinstance(data, bytes):  # streaming in from a provider
-        return Ok(IncomingBody(data))
+        return Ok(StreamedResponseBody(data))
     step = WRITE_BUDGET
     return Ok(IncomingBody(IterSource(data[i : i + step] for i in range(0, len(data), step))))
 
