@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lattice.artifacts.claims import check_issuer
+from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol.subjects import check_token
 
 
@@ -103,6 +104,7 @@ class HostConfig:
     admin_addr: str | None = None  # HOST:PORT for /livez, /readyz, /metrics (host/admin.py)
     compile_cache_dir: Path | None = None  # default {data_dir}/cache; may be shared
     http_in_host: bool = True  # builtin://http-server runs in this process (no NATS hop)
+    nats_auth: NatsAuth = ANONYMOUS  # --creds/--nkey/--tls-* for every connection it makes
     otlp_endpoint: str | None = None  # OTLP/HTTP receiver for spans (lattice/tracing.py)
 
     def __post_init__(self) -> None:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
@@ -35,7 +34,7 @@ from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from host.spy import Spy
-from lattice import natsd, tracing
+from lattice import natsauth, natsd, tracing
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
 from lattice.protocol.messages import HostInventory, HostPing
@@ -102,8 +101,9 @@ class Host:
     async def start(self) -> None:
         url = await self._ensure_nats()
         try:
-            self.nc = await nats.connect(
+            self.nc = await natsauth.connect(
                 url,
+                self.config.nats_auth,
                 name=f"lattice-host {self.friendly_name}",
                 connect_timeout=self.config.nats_connect_timeout,
                 max_reconnect_attempts=-1,
@@ -112,9 +112,9 @@ class Host:
                 disconnected_cb=self._on_disconnect,
                 reconnected_cb=self._on_reconnect,
             )
-        except Exception as exc:
+        except natsauth.NatsConnectError as exc:
             await self._stop_embedded()
-            raise HostStartError(f"cannot connect to NATS at {url}: {exc}") from None
+            raise HostStartError(str(exc)) from None
         self.state = LatticeState(self.nc, self.lattice)
         try:
             await self.state.start()
@@ -164,6 +164,7 @@ class Host:
             publish_event=self.publish_event,
             health_interval=self.config.provider_health_interval,
             in_process=self._in_process_providers(),
+            nats_auth=self.config.nats_auth,
         )
         self.providers.otlp_endpoint = self.config.otlp_endpoint
         self.spy = await Spy.attach(self)  # `lattice spy`: taps only watched components
@@ -175,7 +176,9 @@ class Host:
         )
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
         if self.config.beat_interval > 0:
-            self._beat = Beater(url, self.lattice, self.host_id, self.config.beat_interval)
+            self._beat = Beater(
+                url, self.lattice, self.host_id, self.config.beat_interval, self.config.nats_auth
+            )
             self._beat.start()
         self.nats_url = url
         if self.config.admin_addr:
@@ -216,7 +219,9 @@ class Host:
             self.embedded = None
             raise HostStartError(f"could not start the embedded NATS server: {exc}") from None
         self._log.info(
-            "no NATS server answered; started an embedded nats-server with JetStream",
+            "no NATS server answered; started an embedded nats-server with JetStream "
+            "(anonymous, on loopback only: for one machine; secure a shared lattice with "
+            "credentials and TLS, docs/security.md)",
             url=self.embedded.url,
             store_dir=str(self.embedded.store_dir),
             log_file=str(self.embedded.log_file),

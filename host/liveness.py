@@ -27,6 +27,7 @@ import time
 import nats
 import structlog
 
+from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol import events
 
 log = structlog.get_logger("lattice.host.liveness")
@@ -35,10 +36,18 @@ log = structlog.get_logger("lattice.host.liveness")
 class Beater:
     """Publishes beats from a daemon thread until `stop()`."""
 
-    def __init__(self, nats_url: str, lattice: str, host_id: str, interval: float) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        lattice: str,
+        host_id: str,
+        interval: float,
+        auth: NatsAuth = ANONYMOUS,
+    ) -> None:
         if interval <= 0:
             raise ValueError("beat interval must be positive")
         self.nats_url = nats_url
+        self.auth = auth
         self.lattice = lattice
         self.host_id = host_id
         self.interval = interval
@@ -77,6 +86,7 @@ class Beater:
             try:
                 nc = await nats.connect(
                     self.nats_url,
+                    **self.auth.connect_kwargs(),
                     name=f"lattice-beat {self.host_id[:12]}",
                     connect_timeout=2,
                     max_reconnect_attempts=-1,

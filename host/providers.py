@@ -40,6 +40,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from host.components import PublishEvent
+from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol import handoff
 from lattice.protocol.envelope import CtlReply
 from lattice.protocol.links import Link, LinkResolveRequest, NamedConfig, merge_config
@@ -221,7 +222,9 @@ class ProviderManager:
         log_format: str = "json",
         log_level: str = "info",
         in_process: Mapping[str, InProcessFactory] | None = None,
+        nats_auth: NatsAuth = ANONYMOUS,
     ) -> None:
+        self.nats_auth = nats_auth
         self.nc = nc
         self.in_process = dict(in_process or {})
         self.lattice = lattice
@@ -287,7 +290,8 @@ class ProviderManager:
         return {
             "lattice": self.lattice,
             "nats_url": self.nats_url,
-            "nats_credentials": None,
+            "nats_credentials": self.nats_auth.credentials(),  # start-up data only
+            "nats_tls": self.nats_auth.tls_paths(),
             "provider_id": rp.id,
             "host_id": self.host_id,
             "link_definitions": [

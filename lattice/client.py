@@ -21,7 +21,8 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from lattice import codec, natsd
+from lattice import codec, natsauth, natsd
+from lattice.natsauth import NatsAuth
 from lattice.protocol import subjects
 from lattice.protocol.envelope import CtlReply
 from lattice.protocol.invocation import (
@@ -71,26 +72,33 @@ class LatticeClient:
 
     @classmethod
     async def connect(
-        cls, url: str, lattice: str = "default", timeout: float = 5.0, creds: str | None = None
+        cls,
+        url: str,
+        lattice: str = "default",
+        timeout: float = 5.0,
+        creds: str | None = None,
+        auth: NatsAuth | None = None,
     ) -> LatticeClient:
+        """`auth` (default: `creds` and the LATTICE_NATS_* / LATTICE_TLS_* variables)."""
+
         async def quiet(exc: Exception) -> None:
             """nats-py logs a traceback per failed attempt by default; we report once."""
 
         try:
+            auth = auth or NatsAuth.from_values(creds=creds)
             if not await natsd.answers(url, timeout=min(timeout, 5.0)):
                 raise ConnectionRefusedError(url)
-            nc = await asyncio.wait_for(
-                nats.connect(
-                    url,
-                    connect_timeout=min(timeout, 5.0),
-                    max_reconnect_attempts=0,
-                    allow_reconnect=False,
-                    name="lattice-cli",
-                    error_cb=quiet,
-                    **({"user_credentials": creds} if creds else {}),
-                ),
-                timeout + 1,
+            nc = await natsauth.connect(
+                url,
+                auth,
+                connect_timeout=min(timeout, 5.0),
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                name="lattice-cli",
+                error_cb=quiet,
             )
+        except (natsauth.NatsConnectError, ValueError) as exc:
+            raise LatticeError(str(exc)) from None
         except (Exception, TimeoutError) as exc:
             raise LatticeError(
                 f"cannot reach NATS at {url} ({type(exc).__name__}); is `lattice up` running?"

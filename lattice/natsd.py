@@ -93,6 +93,7 @@ class EmbeddedNats:
     port: int
     store_dir: Path
     log_file: Path
+    config_file: Path | None = None  # extra server config (auth, TLS); the flags win
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
     @property
@@ -113,6 +114,7 @@ class EmbeddedNats:
             str(self.store_dir),
             "-l",
             str(self.log_file),
+            *(["-c", str(self.config_file)] if self.config_file else []),
         ]
         self.process = await asyncio.create_subprocess_exec(
             *args,

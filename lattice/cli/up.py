@@ -47,6 +47,7 @@ from lattice.cli.common import (
 from lattice.cli.groups import app
 from lattice.cli.hosts import CONTROLLER_LABEL, NATS_LABEL
 from lattice.client import LatticeClient, LatticeError
+from lattice.natsauth import NatsAuth, NatsConnectError
 
 log = structlog.get_logger("lattice.up")
 
@@ -77,6 +78,42 @@ AdminAddr = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _path_option(flag: str, env: str, help_text: str) -> Any:
+    return typer.Option(
+        flag, envvar=env, metavar="FILE", help=help_text, show_default=False, exists=False
+    )
+
+
+NkeyFile = Annotated[
+    Path | None,
+    _path_option(
+        "--nkey", "LATTICE_NATS_NKEY", "A file holding a NATS user nkey seed (SU…) to log in with."
+    ),
+]
+CredsFile = Annotated[
+    Path | None,
+    _path_option(
+        "--creds",
+        "LATTICE_CREDS",
+        "A NATS .creds file (user JWT + seed) to log in with [default: the context's].",
+    ),
+]
+TlsCa = Annotated[
+    Path | None,
+    _path_option("--tls-ca", "LATTICE_TLS_CA", "CA certificate(s) to check the NATS server with."),
+]
+TlsCert = Annotated[
+    Path | None,
+    _path_option("--tls-cert", "LATTICE_TLS_CERT", "Client certificate for TLS to NATS."),
+]
+TlsKey = Annotated[
+    Path | None,
+    _path_option("--tls-key", "LATTICE_TLS_KEY", "The client certificate's private key."),
+]
+
+
 JsReplicas = Annotated[
     int | None,
     typer.Option(
@@ -334,6 +371,11 @@ def up(
     ] = True,
     admin_addr: AdminAddr = None,
     js_replicas: JsReplicas = None,
+    creds: CredsFile = None,
+    nkey: NkeyFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -379,6 +421,13 @@ def up(
             admin_addr=check_admin_addr(admin_addr),
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
+            nats_auth=NatsAuth.from_values(
+                creds=creds or where.creds,
+                nkey=nkey,
+                tls_ca=tls_ca,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+            ),
         )
         use_js_replicas(js_replicas)
         if detach:
@@ -418,7 +467,7 @@ async def serve(host: Any, controller: bool | None, state_file: Path | None) -> 
     if run_controller:
         from lattice.controller.run.service import Controller
 
-        ctl = Controller(host.nats_url, host.lattice)
+        ctl = Controller(host.nats_url, host.lattice, nats_auth=host.config.nats_auth)
         for collector in ctl.metrics.collectors():  # on the host's /metrics
             host.metrics.registry.register(collector)
         host.before_stop.append(ctl.stop)
@@ -690,6 +739,11 @@ def controller(
     log_level: LogLevel = "info",
     admin_addr: AdminAddr = None,
     js_replicas: JsReplicas = None,
+    creds: CredsFile = None,
+    nkey: NkeyFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Run a manifest controller (several may run: one leads, the others stand by).
 
@@ -708,6 +762,9 @@ def controller(
     use_js_replicas(js_replicas)
     try:
         admin = check_admin_addr(admin_addr)
+        auth = NatsAuth.from_values(
+            creds=creds or where.creds, nkey=nkey, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+        )
     except ValueError as exc:
         raise usage(str(exc)) from None
 
@@ -719,10 +776,14 @@ def controller(
             where.lattice or DEFAULT_LATTICE,
             host_expiry=host_expiry,
             admin_addr=admin,
+            nats_auth=auth,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, ctl._stop.set)
-        await ctl.run_forever()
+        try:
+            await ctl.run_forever()
+        except NatsConnectError as exc:
+            raise LatticeError(str(exc)) from None
 
     run(go())

@@ -98,6 +98,8 @@ class HostData(BaseModel):
     lattice: str = Field(min_length=1)
     nats_url: str = Field(min_length=1)
     nats_credentials: NatsCredentials | None = Field(default=None, repr=False)
+    nats_tls: dict[str, str] | None = None
+    """Paths of the host's `ca`, `cert`, `key` for TLS to NATS (the same machine)."""
     provider_id: str = Field(min_length=1)
     host_id: str
     link_definitions: list[Link] = Field(default_factory=list)

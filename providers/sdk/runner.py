@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Awaitable
@@ -125,6 +126,16 @@ def _auth(creds: NatsCredentials | None) -> dict[str, Any]:
             kp.wipe()
 
     return {"user_jwt_cb": user_jwt, "signature_cb": sign}
+
+
+def _tls(paths: dict[str, str] | None) -> dict[str, Any]:
+    """nats-py's `tls` option from the host's TLS settings (paths on this machine)."""
+    if not paths:
+        return {}
+    ctx = ssl.create_default_context(cafile=paths.get("ca"))
+    if paths.get("cert") and paths.get("key"):
+        ctx.load_cert_chain(paths["cert"], paths["key"])
+    return {"tls": ctx}
 
 
 def _shown(url: str) -> str:
@@ -266,6 +277,7 @@ class Runner:
                     reconnected_cb=on_reconnect,
                     closed_cb=on_closed,
                     **_auth(hd.nats_credentials),
+                    **_tls(hd.nats_tls),
                 ),
                 CONNECT_TIMEOUT,
             )

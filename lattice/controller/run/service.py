@@ -19,14 +19,13 @@ import time
 import uuid
 from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from lattice import buckets
+from lattice import buckets, natsauth
 from lattice.client import LatticeClient
 from lattice.controller import naming
 from lattice.controller.commands import Command, stops
@@ -39,6 +38,7 @@ from lattice.controller.run.observer import DEFAULT_BEAT_MISSES, Observer
 from lattice.controller.run.store import AppRecord, ManifestStore, StoreError
 from lattice.controller.run.worker import Worker
 from lattice.controller.snapshot import LatticeSnapshot
+from lattice.natsauth import ANONYMOUS, NatsAuth
 
 log = structlog.get_logger("lattice.controller")
 
@@ -64,8 +64,10 @@ class Controller:
         beat_misses: float = DEFAULT_BEAT_MISSES,
         beats: bool = True,
         admin_addr: str | None = None,
+        nats_auth: NatsAuth = ANONYMOUS,
     ) -> None:
         self.nats_url = nats_url
+        self.nats_auth = nats_auth
         self.lattice = lattice
         self.id = controller_id or f"controller-{uuid.uuid4().hex[:8]}"
         self.host_expiry = host_expiry
@@ -91,8 +93,9 @@ class Controller:
         return self.lease.is_leader
 
     async def start(self) -> None:
-        self.nc = await nats.connect(
+        self.nc = await natsauth.connect(
             self.nats_url,
+            self.nats_auth,
             name=f"lattice-{self.id}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,

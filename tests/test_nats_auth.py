@@ -1,0 +1,205 @@
+"""NATS identities and TLS: hosts, controllers, the CLI and providers log in.
+
+Two nats-servers started here on free ports: one with static nkey users (the host's
+user and a stranger's), one requiring TLS with a certificate from a test CA made here
+(`cryptography`). A host without credentials is refused at once with a message naming
+what is missing; with its nkey it starts, runs a component, starts a provider process
+that logs in with the credentials from its start-up data, and nothing of the seed shows
+in inventory or events. TLS with the right CA works end to end; the wrong CA fails
+naming the certificate problem, from the Python API and from `lattice up` alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nkeys
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from components.build import build
+from host.config import HostConfig
+from host.host import Host, HostStartError
+from lattice import natsd
+from lattice.client import LatticeClient, LatticeError
+from lattice.natsauth import NatsAuth
+from tests.events import EventRecorder
+
+
+def _user(tmp: Path, name: str) -> tuple[Path, str, str]:
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    path = tmp / f"{name}.nk"
+    path.write_bytes(seed + b"\n")
+    return path, seed.decode(), nkeys.from_seed(seed).public_key.decode()
+
+
+def _certs(tmp: Path, name: str) -> Path:
+    """A CA and a server certificate for 127.0.0.1 signed by it, under tmp/name/."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = tmp / name
+    out.mkdir()
+    (out / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (out / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / "server-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return out
+
+
+@contextlib.asynccontextmanager
+async def server(tmp: Path, config: str) -> AsyncIterator[natsd.EmbeddedNats]:
+    conf = tmp / "server.conf"
+    conf.write_text(config)
+    srv = natsd.EmbeddedNats(
+        "127.0.0.1", natsd.free_port(), tmp / "js", tmp / "nats.log", config_file=conf
+    )
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+def _host(url: str, lattice: str, data: Path, auth: NatsAuth) -> Host:
+    return Host(
+        HostConfig(
+            nats_url=url,
+            lattice=lattice,
+            data_dir=data,
+            embedded_nats=False,
+            nats_auth=auth,
+            nats_connect_timeout=2.0,
+        )
+    )
+
+
+async def test_nkey_users_host_cli_and_provider(tmp_path: Path, lattice_name: str) -> None:
+    key, seed, public = _user(tmp_path, "host")
+    stranger, _, _ = _user(tmp_path, "stranger")
+    config = f"authorization {{ users: [ {{ nkey: {public} }} ] }}\n"
+    async with server(tmp_path, config) as srv:
+        started = time.monotonic()
+        with pytest.raises(HostStartError) as refused:
+            await _host(srv.url, lattice_name, tmp_path / "h0", NatsAuth()).start()
+        assert time.monotonic() - started < 3, "a refused login must not be retried"
+        assert "authorization violation" in str(refused.value)
+        assert "gave no credentials: pass --creds FILE" in str(refused.value)
+        with pytest.raises(HostStartError, match=r"refused the credentials in --nkey .*stranger"):
+            await _host(srv.url, lattice_name, tmp_path / "h1", NatsAuth(nkey=stranger)).start()
+
+        auth = NatsAuth(nkey=key)
+        host = _host(srv.url, lattice_name, tmp_path / "h2", auth)
+        await host.start()
+        try:
+            with pytest.raises(LatticeError, match="gave no credentials"):
+                await LatticeClient.connect(srv.url, lattice_name, auth=NatsAuth())
+            client = await LatticeClient.connect(srv.url, lattice_name, auth=auth)
+            async with client:
+                rec = await EventRecorder.start(client.nc, lattice_name)
+                await client.scale_component(host.host_id, build("echo_min").as_uri(), "echo", 1)
+                assert await client.call("echo", "echo", ["over a login"]) == "over a login"
+                # a provider process logs in with the credentials in its start-up data
+                await client.start_provider(host.host_id, "builtin://keyvalue-nats", "kv")
+                await rec.wait_for("provider_started", lambda d: d["provider_id"] == "kv")
+                inventory = (await client.inventory(host.host_id)).model_dump_json()
+                assert seed not in inventory and seed not in json.dumps(rec.events)
+        finally:
+            await host.stop("test finished")
+
+
+async def test_tls_with_the_right_ca_and_a_named_failure_with_the_wrong_one(
+    tmp_path: Path, lattice_name: str
+) -> None:
+    good, other = _certs(tmp_path, "good"), _certs(tmp_path, "other")
+    config = (
+        f'tls {{ cert_file: "{good / "server.pem"}", key_file: "{good / "server-key.pem"}" }}\n'
+    )
+    async with server(tmp_path, config) as srv:
+        url = f"tls://127.0.0.1:{srv.port}"
+        with pytest.raises(HostStartError) as bad:
+            wrong = NatsAuth(tls_ca=other / "ca.pem")
+            await _host(url, lattice_name, tmp_path / "h0", wrong).start()
+        assert "certificate did not verify" in str(bad.value) and "other/ca.pem" in str(bad.value)
+
+        auth = NatsAuth(tls_ca=good / "ca.pem")
+        host = _host(url, lattice_name, tmp_path / "h1", auth)
+        await host.start()
+        try:
+            async with await LatticeClient.connect(url, lattice_name, auth=auth) as client:
+                await client.scale_component(host.host_id, build("echo_min").as_uri(), "e", 1)
+                assert await client.call("e", "echo", ["over TLS"]) == "over TLS"
+        finally:
+            await host.stop("test finished")
+
+        # the same refusal from the command line: one line, exit 1, no traceback
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable, "-m", "lattice", "up", "--no-embedded-nats", "--nats-url", url,
+                "--tls-ca", str(other / "ca.pem"), "--data-dir", str(tmp_path / "cli"),
+                "--lattice", lattice_name,
+            ],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert "certificate did not verify" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_bad_settings_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"--tls-ca .*: no such file"):
+        NatsAuth(tls_ca=tmp_path / "nope.pem")
+    key, _, _ = _user(tmp_path, "u")
+    with pytest.raises(ValueError, match=r"is not a \.creds file"):
+        NatsAuth(creds=key)
+    with pytest.raises(ValueError, match="give one"):
+        creds = tmp_path / "u.creds"
+        creds.write_text("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n")
+        NatsAuth(creds=creds, nkey=key)
+    with pytest.raises(ValueError, match="go together"):
+        NatsAuth(tls_cert=key)
