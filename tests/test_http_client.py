@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
-from host.wasi import read_body, serve_request
+from host.wasi import ResponseBodyError, read_body, serve_request
 from lattice.client import LatticeClient
 from lattice.natsd import free_port
 from lattice.protocol import http_out
@@ -55,6 +55,15 @@ class Upstream:
         await asyncio.sleep(3)
         return web.Response(text="late")
 
+    async def stall(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"first bytes")
+        await asyncio.sleep(3)
+        await resp.write(b"late bytes")
+        await resp.write_eof()
+        return resp
+
     async def sink(self, request: web.Request) -> web.StreamResponse:
         digest, size = hashlib.sha256(), 0
         async for chunk in request.content.iter_any():
@@ -75,6 +84,7 @@ class Upstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/hi", self.hi)
         app.router.add_get("/slow", self.slow)
+        app.router.add_get("/stall", self.stall)
         app.router.add_post("/sink", self.sink)
         self.runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self.runner.setup()
@@ -201,13 +211,24 @@ async def test_timeout_from_link_config_relink_and_unreachable_provider(
     # the component's own allowlist names port a, the link's names port b: which one
     # answers tells who sent the request
     await client.put_config("fetch-cfg", {"allowed_hosts": f"127.0.0.1:{a}"})
-    settings = {"allowed_hosts": f"127.0.0.1:{b}", "first_byte_timeout_ms": "300"}
+    settings = {
+        "allowed_hosts": f"127.0.0.1:{b}",
+        "first_byte_timeout_ms": "300",
+        "between_bytes_timeout_ms": "300",
+    }
     await link(client, "httpc-cfg", settings)
 
-    started = time.monotonic()
+    # the upstream answers after 3 s: only the link's first-byte timeout gives this
     status, _, body = await fetch(lattice_up, f"http://127.0.0.1:{b}/slow")
     assert status == 502 and body == b"refused: ErrorCode_ConnectionReadTimeout"
-    assert time.monotonic() - started < 2.5  # the upstream answers only after 3 s
+    # head and a first chunk, then 3 s of silence: the between-bytes timeout fails the
+    # body the guest is reading (fetch_http then traps, which breaks its own response)
+    pool = lattice_up.components.running["fetch"].pool
+    url = quote(f"http://127.0.0.1:{b}/stall", safe="")
+    resp = await serve_request(pool, "GET", f"/?url={url}")
+    assert resp.status == 200
+    with pytest.raises(ResponseBodyError):
+        await read_body(resp.body)
 
     async def via(port: int) -> bool:
         """True when the request went through, False when it was denied."""
