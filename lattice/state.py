@@ -6,6 +6,13 @@ in-memory copy; calls resolve links from that copy, so a link change reaches eve
 host's next call without a request per call. A host that starts late, or reconnects
 after an outage, replays the buckets and fires change callbacks for whatever differs.
 
+A watcher can stall without an error: when the NATS server that held its (ephemeral,
+one-replica) consumer dies, a host that stayed connected to another server gets no
+more updates, and nats-py notices nothing. So every `WATCHDOG_S` the host compares each
+bucket's last revision with the last one it applied; behind on two checks in a row,
+it replays the buckets (`resync`), once per such revision (measured with a NATS node
+of three killed: a host's copy stayed stale for over a minute without this).
+
 Writes are revision-checked (create / update with `last=`): two hosts racing to put
 links with the same identity cannot overwrite each other silently.
 """
@@ -38,6 +45,8 @@ from lattice.protocol.links import (
 
 log = structlog.get_logger("lattice.state")
 
+WATCHDOG_S = 5.0
+
 LinkListener = Callable[[Link | None, Link | None], Awaitable[None]]
 LinkPrepare = Callable[[Link], Awaitable[None]]
 ConfigListener = Callable[[str, NamedConfig | None], Awaitable[None]]
@@ -68,6 +77,7 @@ class LatticeState:
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: dict[str, int] = {}  # bucket -> last revision applied
         self._seen_changed = asyncio.Condition()
+        self._watchdog: asyncio.Task[None] | None = None
         self._log = log.bind(lattice=lattice)
 
     def on_link_change(self, listener: LinkListener) -> None:
@@ -85,6 +95,35 @@ class LatticeState:
             self.nc, kv(config_bucket(self.lattice), history=1)
         )
         await self.resync()
+        self._watchdog = asyncio.create_task(self._watch_the_watchers())
+
+    async def _watch_the_watchers(self) -> None:
+        """Resync when a bucket's watcher stays behind the bucket (see the module doc)."""
+        behind: dict[str, int] = {}  # bucket -> last revision seen behind once
+        resynced: set[tuple[str, int]] = set()
+        while True:
+            await asyncio.sleep(WATCHDOG_S)
+            stale = False
+            for kv in (self._links_kv, self._config_kv):
+                if kv is None:
+                    continue
+                try:
+                    state = (await kv.status()).stream_info.state
+                except Exception:  # NATS down or JetStream electing: the next round tells
+                    continue
+                last = state.last_seq if state.messages else 0
+                name = kv._name
+                if not last or last <= self._seen.get(name, 0):
+                    behind.pop(name, None)
+                    continue
+                if behind.get(name) is not None and (name, last) not in resynced:
+                    resynced.add((name, last))
+                    stale = True
+                behind[name] = last
+            if stale:
+                self._log.warning("a bucket watcher fell behind; replaying the buckets")
+                with contextlib.suppress(Exception):
+                    await self.resync()
 
     async def resync(self) -> None:
         """Replay both buckets, apply the differences, and (re)start the watchers."""
@@ -104,6 +143,8 @@ class LatticeState:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await self._cancel_watchers()
 
     async def _cancel_watchers(self) -> None:
