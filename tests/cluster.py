@@ -31,6 +31,7 @@ The state of a run is `{workdir}/cluster.json`; the runs live under
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -159,6 +160,7 @@ class Cluster:
     procs: dict[str, Proc] = field(default_factory=dict)
     host_env: dict[str, str] = field(default_factory=dict)
     _popen: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    stopped: bool = field(default=False, repr=False)
 
     # -- building ----------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class Cluster:
         workdir.mkdir(parents=True, exist_ok=True)
         c = cls(workdir=workdir, prefix=prefix, netns=why is None, why_loopback=why)
         c.lattice = lattice
+        atexit.register(c._at_exit)
         if c.netns:
             c.subnet = f"10.{random.randint(64, 250)}.{random.randint(0, 255)}"
             try:
@@ -457,6 +460,10 @@ class Cluster:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.state_file)
+        pointer = RUNS / self.prefix / "cluster.json"
+        if pointer != self.state_file:  # a test's run lives in its tmp dir: `status` and
+            pointer.parent.mkdir(parents=True, exist_ok=True)  # `down` still find it here
+            pointer.write_text(self.state_file.read_text())
 
     @classmethod
     def load(cls, state_file: Path) -> Cluster:
@@ -499,6 +506,15 @@ class Cluster:
                         os.killpg(p.pid, signal.SIGKILL)
                 self._reap(p.name, 5)
         self.remove_network()
+        self.stopped = True
+        if self.workdir != RUNS / self.prefix:
+            shutil.rmtree(RUNS / self.prefix, ignore_errors=True)
+
+    def _at_exit(self) -> None:
+        """Whatever happens to the owner, its namespaces and processes go with it."""
+        if not self.stopped and self.owner == os.getpid():
+            with contextlib.suppress(Exception):
+                self.stop(grace=1.0)
 
     def _reap(self, name: str, timeout: float = 0) -> None:
         p = self._popen.get(name)
