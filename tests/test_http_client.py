@@ -276,3 +276,20 @@ def test_link_settings_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match=named):
             parse(bad)
+
+
+@pytest.mark.parametrize(
+    "scheme, authority, path",
+    [
+        ("http", "allowed.test", "@evil.test/"),  # would make allowed.test the userinfo
+        ("http", "allowed.test@evil.test", "/"),
+        ("http", "allowed.test/x", "/"),
+        ("http", "allowed.test\\@evil.test", "/"),
+        ("ftp", "allowed.test", "/"),
+    ],
+)
+def test_a_url_cannot_leave_the_checked_authority(scheme: str, authority: str, path: str) -> None:
+    """The allowlist is checked against the authority; the URL must not name another host."""
+    with pytest.raises(ValueError):
+        http_out.url_of(scheme, authority, path)
+    assert http_out.url_of("https", "[::1]:8443", "") == "https://[::1]:8443/"

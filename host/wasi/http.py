@@ -574,6 +574,11 @@ def _outgoing_handle(
     if policy is None or not policy(host, port):
         log.info("outgoing HTTP denied", authority=request.authority)
         return Err(Variant("HTTP-request-denied"))
+    try:  # a path such as "@other.host/" must not reach a host the allowlist never saw
+        url = http_out.url_of(scheme, request.authority, request.path_with_query or "/")
+    except ValueError as exc:
+        log.info("outgoing HTTP refused", authority=request.authority, reason=str(exc))
+        return Err(Variant("HTTP-request-URI-invalid"))
     body = b""
     if request.body is not None:
         pipe = request.body.pipe
@@ -586,7 +591,6 @@ def _outgoing_handle(
         timeout = max(0.1, min(timeout, state.deadline - time.monotonic()))
     if options is not None and options.timeouts["first-byte"]:
         timeout = min(timeout, options.timeouts["first-byte"] / 1e9)
-    url = f"{scheme}://{request.authority}{request.path_with_query or '/'}"
     with state.blocking():
         result = outgoing.send(request.method, url, list(request.headers.entries), body, timeout)
     if isinstance(result, outgoing.Response):

@@ -84,6 +84,19 @@ def split_authority(authority: str, scheme: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
+def url_of(scheme: str, authority: str, path: str) -> str:
+    """The request URL; ValueError when the parts could name a host other than
+    `authority` (the allowlist is checked against the authority)."""
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported scheme {scheme!r}")
+    if not authority or any(c in authority for c in "/?#@\\ "):
+        raise ValueError(f"authority {authority!r} is not host[:port]")
+    path = path or "/"
+    if not path.startswith("/"):
+        raise ValueError(f"path {path!r} does not start with '/'")
+    return f"{scheme}://{authority}{path}"
+
+
 class Head(BaseModel):
     """The request head the host sends to the provider."""
 

@@ -204,6 +204,8 @@ class HttpClientProvider(Provider):
             await self.nats.publish(msg.reply, _pack({"code": code, "message": message}))
 
     async def _exchange(self, msg: Msg) -> None:
+        if not msg.reply:
+            return  # a head must be a request: nobody would hear the answer
         try:
             head = http_out.Head.model_validate(msgpack.unpackb(msg.data, raw=False))
         except (ValidationError, ValueError, TypeError) as exc:
@@ -230,6 +232,11 @@ class HttpClientProvider(Provider):
                 await self._refuse(msg, http_out.NOT_LINKED, f"{where}: the link went away")
                 return
             client, settings = entry
+            try:
+                url = http_out.url_of(head.scheme, head.authority, head.path)
+            except ValueError as exc:
+                await self._refuse(msg, "HTTP-request-URI-invalid", f"{where}: {exc}")
+                return
             host, port = http_out.split_authority(head.authority, head.scheme)
             if not settings.allowed(host, port):
                 self.log.info("outgoing HTTP denied", source_id=head.source, host=host, port=port)
@@ -243,7 +250,7 @@ class HttpClientProvider(Provider):
                 await self.nats.publish(
                     msg.reply, _pack({"inbox": inbox, "window": http_out.WINDOW})
                 )
-                await self._proxy(ex, client, settings.timeouts.narrowed(head))
+                await self._proxy(ex, client, url, settings.timeouts.narrowed(head))
             except asyncio.CancelledError:
                 if not ex.cancelled:
                     raise
@@ -254,13 +261,12 @@ class HttpClientProvider(Provider):
                 self.served += 1
 
     async def _proxy(
-        self, ex: _Exchange, client: httpx.AsyncClient, timeouts: http_out.Timeouts
+        self, ex: _Exchange, client: httpx.AsyncClient, url: str, timeouts: http_out.Timeouts
     ) -> None:
         head = ex.head
         body_done = asyncio.Event()
         if not head.body:
             body_done.set()
-        url = f"{head.scheme}://{head.authority}{head.path or '/'}"
         headers = [(k, v) for k, v in head.headers if k.lower() not in HOP_BY_HOP]
         io_timeout = httpx.Timeout(
             connect=timeouts.connect,
