@@ -212,7 +212,12 @@ class LinkedOutgoing:
             async with timeout:
                 await self._exchange(head, link, request, body, where)
         except (TimeoutError, asyncio.CancelledError) as exc:
-            why = "the provider went silent" if isinstance(exc, TimeoutError) else "cancelled"
+            why = (
+                f"no answer from the provider within the call's deadline or "
+                f"{http_out.IDLE_TIMEOUT:g}s of silence"
+                if isinstance(exc, TimeoutError)
+                else "the component abandoned the request"
+            )
             self._fail(head, "HTTP-response-timeout", f"{where}: {why}")
             if isinstance(exc, asyncio.CancelledError):
                 raise
