@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +38,7 @@ from lattice.artifacts.store import ObjectBucket
 from lattice.client import LatticeClient, LatticeError
 from lattice.protocol.invocation import InvocationError
 from lattice.protocol.links import config_key
-from tests.cluster import Cluster, standard
+from tests.cluster import Cluster, leftovers, netns_unavailable, remove_prefix, standard
 from tests.conftest import CACHE
 from tests.servers import RedisServer
 from tests.test_controller_live import ECHO, deploy, echo_component, eventually, manifest, spread
@@ -261,6 +262,22 @@ def test_the_replica_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.setenv(buckets.ENV, bad)
         with pytest.raises(ValueError, match=buckets.ENV):
             buckets.replicas(Single())  # type: ignore[arg-type]
+
+
+def test_leftover_namespaces_of_a_dead_run_are_found_and_removed() -> None:
+    """Expectation: what a run that died without cleaning up left (a namespace, a
+    bridge) is listed by `status` and removed by `down`, and nothing else is."""
+    if netns_unavailable() is not None:
+        pytest.skip(f"needs network namespaces: {netns_unavailable()}")
+    prefix = f"lc{uuid.uuid4().hex[:4]}"
+    subprocess.run(["ip", "netns", "add", f"{prefix}-h9"], check=True)
+    subprocess.run(["ip", "link", "add", f"{prefix}-br", "type", "bridge"], check=True)
+    try:
+        assert prefix in leftovers()
+        assert sorted(remove_prefix(prefix)) == [f"link {prefix}-br", f"netns {prefix}-h9"]
+        assert prefix not in leftovers()
+    finally:
+        remove_prefix(prefix)
 
 
 # -- kill -9 a host under load -----------------------------------------------------------
