@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lattice.artifacts.claims import check_issuer
 from lattice.natsauth import ANONYMOUS, NatsAuth
@@ -105,6 +106,7 @@ class HostConfig:
     compile_cache_dir: Path | None = None  # default {data_dir}/cache; may be shared
     http_in_host: bool = True  # builtin://http-server runs in this process (no NATS hop)
     nats_auth: NatsAuth = ANONYMOUS  # --creds/--nkey/--tls-* for every connection it makes
+    account_signing_key: Path | None = None  # mint each provider its own NATS user
     otlp_endpoint: str | None = None  # OTLP/HTTP receiver for spans (lattice/tracing.py)
 
     def __post_init__(self) -> None:
@@ -123,6 +125,29 @@ class HostConfig:
         """Compiled components. Hosts on one machine may share one (LATTICE_COMPILE_CACHE):
         entries are keyed by digest and engine and written atomically."""
         return self.compile_cache_dir or self.data_dir / "cache"
+
+
+def signing_of(config: HostConfig) -> tuple[Any, str] | None:
+    """(signing key, account) from `--account-signing-key` and the host's own .creds;
+    ValueError naming what is wrong or missing."""
+    if config.account_signing_key is None:
+        return None
+    from lattice.natsjwt import JwtError, Key
+
+    path = config.account_signing_key
+    try:
+        key = Key.from_seed(Path(path).read_text(), "A")
+    except OSError as exc:
+        raise ValueError(f"--account-signing-key {path}: {exc.strerror}") from None
+    except JwtError as exc:
+        raise ValueError(f"--account-signing-key {path}: {exc}") from None
+    try:
+        account = config.nats_auth.account()
+    except JwtError as exc:
+        raise ValueError(f"--creds {config.nats_auth.creds}: {exc}") from None
+    if account is None:
+        raise ValueError("--account-signing-key needs --creds (a user of the account it signs for)")
+    return key, account
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:

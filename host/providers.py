@@ -40,6 +40,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from host.components import PublishEvent
+from lattice import natsjwt
 from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol import handoff
 from lattice.protocol.envelope import CtlReply
@@ -223,8 +224,11 @@ class ProviderManager:
         log_level: str = "info",
         in_process: Mapping[str, InProcessFactory] | None = None,
         nats_auth: NatsAuth = ANONYMOUS,
+        signing: tuple[natsjwt.Key, str] | None = None,
     ) -> None:
         self.nats_auth = nats_auth
+        self.signing = signing
+        """(the account's signing key, the account): mint each provider an identity."""
         self.nc = nc
         self.in_process = dict(in_process or {})
         self.lattice = lattice
@@ -290,7 +294,7 @@ class ProviderManager:
         return {
             "lattice": self.lattice,
             "nats_url": self.nats_url,
-            "nats_credentials": self.nats_auth.credentials(),  # start-up data only
+            **self._identity(rp),  # start-up data only: never logged, never shown
             "nats_tls": self.nats_auth.tls_paths(),
             "provider_id": rp.id,
             "host_id": self.host_id,
@@ -303,6 +307,22 @@ class ProviderManager:
             "log_level": self.log_level,
             "log_format": self.log_format,
             "otlp_endpoint": self.otlp_endpoint,
+        }
+
+    def _identity(self, rp: RunningProvider) -> dict[str, Any]:
+        """The provider's NATS login: with the account's signing key, a fresh user of its
+        own, allowed only its own subjects (lattice/natsjwt.py); else the host's own."""
+        if self.signing is None:
+            return {"nats_credentials": self.nats_auth.credentials()}
+        key, account = self.signing
+        jwt, seed = natsjwt.mint_provider(
+            key, account, self.lattice, rp.id, self.host_id, rp.image_ref
+        )
+        user = natsjwt.decode_claims(jwt)["sub"]
+        self._log.info("provider identity minted", provider_id=rp.id, nats_user=user)
+        return {
+            "nats_credentials": {"jwt": jwt, "seed": seed},
+            "nats_inbox_prefix": natsjwt.provider_inbox(self.lattice, rp.id),
         }
 
     async def _spawn(self, rp: RunningProvider) -> str | None:

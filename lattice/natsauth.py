@@ -128,6 +128,15 @@ class NatsAuth:
         named = {"ca": self.tls_ca, "cert": self.tls_cert, "key": self.tls_key}
         return {k: str(v) for k, v in named.items() if v is not None}
 
+    def account(self) -> str | None:
+        """The account of the user in `--creds` (None without a .creds file)."""
+        if self.creds is None:
+            return None
+        from lattice.natsjwt import account_of
+
+        jwt = _armored(Path(self.creds).read_text(), "NATS USER JWT")
+        return account_of(jwt) if jwt else None
+
     def as_paths(self) -> dict[str, str]:
         """The non-empty settings as `{name: path}` (handed to a provider on this machine)."""
         return {name: str(getattr(self, name)) for name in FLAGS if getattr(self, name)}

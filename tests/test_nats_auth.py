@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 from components.build import build
 from host.config import HostConfig
 from host.host import Host, HostStartError
-from lattice import natsd
+from lattice import natsd, natsjwt
 from lattice.client import LatticeClient, LatticeError
 from lattice.natsauth import NatsAuth
 from tests.events import EventRecorder
@@ -203,3 +203,160 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
         NatsAuth(creds=creds, nkey=key)
     with pytest.raises(ValueError, match="go together"):
         NatsAuth(tls_cert=key)
+
+
+# -- decentralized auth: each provider its own identity --------------------------------
+
+
+@contextlib.asynccontextmanager
+async def operator_mode(tmp: Path) -> AsyncIterator[tuple[natsd.EmbeddedNats, natsjwt.Key, str]]:
+    """A nats-server with an operator, a system account and a lattice account whose
+    signing key is returned (as `nsc` would set it up), JWTs preloaded in memory."""
+    operator = natsjwt.Key.new(nkeys.PREFIX_BYTE_OPERATOR)
+    system = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
+    account = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
+    signing = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
+    sys_jwt = natsjwt.account_jwt(operator, system.public, "SYS", signing_keys=[], jetstream=False)
+    acc_jwt = natsjwt.account_jwt(
+        operator, account.public, "lattice", signing_keys=[signing.public], jetstream=True
+    )
+    config = (
+        f"operator: {natsjwt.operator_jwt(operator, system.public)}\n"
+        f"system_account: {system.public}\n"
+        "resolver: MEMORY\n"
+        f"resolver_preload: {{\n  {system.public}: {sys_jwt}\n  {account.public}: {acc_jwt}\n}}\n"
+    )
+    async with server(tmp, config) as srv:
+        yield srv, signing, account.public
+
+
+def _user_creds(tmp: Path, signing: natsjwt.Key, account: str, name: str) -> Path:
+    user = natsjwt.Key.new(nkeys.PREFIX_BYTE_USER)
+    path = tmp / f"{name}.creds"
+    path.write_text(natsjwt.creds(natsjwt.user_jwt(signing, account, user.public, name), user.seed))
+    return path
+
+
+ROGUE = '''#!{python}
+"""A provider that tries a control subject as soon as it starts."""
+from providers.sdk import Provider, run
+
+
+class Rogue(Provider):
+    async def on_start(self) -> None:
+        await self.nats.publish(f"wasmbus.ctl.v1.{{self.lattice}}.host.ping", b"{{}}")
+        await self.nats.flush()
+
+
+run(Rogue)
+'''
+
+
+async def test_each_provider_gets_an_identity_of_its_own(tmp_path: Path, lattice_name: str) -> None:
+    from tests.test_http_server import route, wait_ok
+
+    async with operator_mode(tmp_path) as (srv, signing, account):
+        host_creds = _user_creds(tmp_path, signing, account, "host")
+        key_file = tmp_path / "signing.nk"
+        key_file.write_text(signing.seed)
+        host = Host(
+            HostConfig(
+                nats_url=srv.url,
+                lattice=lattice_name,
+                data_dir=tmp_path / "h",
+                embedded_nats=False,
+                nats_auth=NatsAuth(creds=host_creds),
+                account_signing_key=key_file,
+                http_in_host=False,  # the http-server as a process, with its own login
+            )
+        )
+        await host.start()
+        try:
+            async with await LatticeClient.connect(
+                srv.url, lattice_name, auth=NatsAuth(creds=host_creds)
+            ) as client:
+                rec = await EventRecorder.start(client.nc, lattice_name)
+                # a real provider works with what it was given: HTTP through it answers
+                await client.start_provider(host.host_id, "builtin://http-server", "http")
+                await client.scale_component(host.host_id, build("hello_http").as_uri(), "hello", 1)
+                port = natsd.free_port()
+                await route(client, "hello", port, "hello-cfg")
+                await wait_ok(f"http://127.0.0.1:{port}/")
+
+                # a provider that tries a control subject is denied; the host has it in its log
+                rogue = tmp_path / "rogue.py"
+                rogue.write_text(ROGUE.format(python=sys.executable))
+                rogue.chmod(0o755)
+                await client.start_provider(host.host_id, rogue.as_uri(), "rogue")
+                await rec.wait_for("provider_started", lambda d: d["provider_id"] == "rogue")
+                tail = host.providers.running["rogue"].output
+                for _ in range(100):
+                    if any("permissions violation" in line.lower() for line in tail):
+                        break
+                    await asyncio.sleep(0.05)
+                assert any(
+                    "permissions violation for publish to" in line.lower() and "host.ping" in line
+                    for line in tail
+                ), list(tail)
+                host_seed = natsjwt.Key.from_seed(
+                    host_creds.read_text().split("USER NKEY SEED-----\n")[1].split("\n")[0], "U"
+                ).seed
+                shown = (await client.inventory(host.host_id)).model_dump_json()
+                assert host_seed not in shown and host_seed not in json.dumps(rec.events)
+        finally:
+            await host.stop("test finished")
+
+        # what a minted identity may and may not do, asked of the server itself
+        jwt, seed = natsjwt.mint_provider(
+            signing, account, lattice_name, "kv", host.host_id, "builtin://keyvalue-nats"
+        )
+        creds = tmp_path / "kv.creds"
+        creds.write_text(natsjwt.creds(jwt, seed))
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        import nats
+
+        nc = await nats.connect(
+            srv.url,
+            user_credentials=str(creds),
+            inbox_prefix=natsjwt.provider_inbox(lattice_name, "kv"),
+            error_cb=on_error,
+        )
+        try:
+            js = nc.jetstream()
+            mine = await js.create_key_value(bucket="provider-data")  # its own store: fine
+            await mine.put("k", b"v")
+            with pytest.raises(Exception):  # noqa: B017 - the lattice's links are not its
+                await (await js.key_value(f"LATTICEDATA_{lattice_name}")).get("x")
+            for subject in (
+                f"wasmbus.ctl.v1.{lattice_name}.host.ping",
+                f"{lattice_name}.other-provider.rpc.wasi:keyvalue/store.get",
+                f"wasmbus.rpc.{lattice_name}.other-provider.health",
+            ):
+                await nc.publish(subject, b"{}")
+            await nc.flush()
+            await asyncio.sleep(0.3)
+        finally:
+            await nc.close()
+        denied = {e.split('"')[1] for e in errors if "permissions violation for publish" in e}
+        assert denied == {
+            f"$js.api.stream.info.kv_latticedata_{lattice_name}".lower(),
+            f"wasmbus.ctl.v1.{lattice_name}.host.ping",
+            f"{lattice_name}.other-provider.rpc.wasi:keyvalue/store.get",
+            f"wasmbus.rpc.{lattice_name}.other-provider.health",
+        }, errors
+
+
+def test_a_signing_key_needs_creds(tmp_path: Path) -> None:
+    from host.config import signing_of
+
+    key = tmp_path / "k.nk"
+    key.write_text(natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT).seed)
+    with pytest.raises(ValueError, match="needs --creds"):
+        signing_of(HostConfig(account_signing_key=key))
+    key.write_text(natsjwt.Key.new(nkeys.PREFIX_BYTE_USER).seed)
+    with pytest.raises(ValueError, match="not A"):
+        signing_of(HostConfig(account_signing_key=key))

@@ -376,6 +376,15 @@ def up(
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    account_signing_key: Annotated[
+        Path | None,
+        _path_option(
+            "--account-signing-key",
+            "LATTICE_ACCOUNT_SIGNING_KEY",
+            "A signing key (seed) of the lattice's NATS account: each provider this host "
+            "starts then gets a user of its own, allowed only its own subjects (with --creds).",
+        ),
+    ] = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -428,6 +437,7 @@ def up(
                 tls_cert=tls_cert,
                 tls_key=tls_key,
             ),
+            account_signing_key=account_signing_key,
         )
         use_js_replicas(js_replicas)
         if detach:

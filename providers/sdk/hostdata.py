@@ -99,6 +99,8 @@ class HostData(BaseModel):
     nats_url: str = Field(min_length=1)
     nats_credentials: NatsCredentials | None = Field(default=None, repr=False)
     nats_tls: dict[str, str] | None = None
+    nats_inbox_prefix: str | None = None
+    """Its own inbox prefix, when its identity may subscribe to no other inboxes."""
     """Paths of the host's `ca`, `cert`, `key` for TLS to NATS (the same machine)."""
     provider_id: str = Field(min_length=1)
     host_id: str

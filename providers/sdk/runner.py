@@ -278,6 +278,7 @@ class Runner:
                     closed_cb=on_closed,
                     **_auth(hd.nats_credentials),
                     **_tls(hd.nats_tls),
+                    **({"inbox_prefix": hd.nats_inbox_prefix} if hd.nats_inbox_prefix else {}),
                 ),
                 CONNECT_TIMEOUT,
             )
