@@ -624,19 +624,20 @@ async def test_a_killed_provider_is_restarted_with_its_links(
 
     await eventually(back, timeout=30, what="provider back")
     restored = time.monotonic() - killed
-    failed_before = len(writes.failed)
     await asyncio.sleep(1.5)
     await writes.stop()
     new = provider_pid(cluster, "h2")
+    late = [f for f in writes.failed if f[0] > killed + restored]  # started once it was back
     figure(
         "provider SIGKILLed",
         back_after_s=round(restored, 2),
         writes_acked=len(writes.acked),
         writes_failed=len(writes.failed),
+        failed_after_restart=len(late),
     )
     assert new != old
-    assert len(writes.failed) == failed_before, writes.failed[failed_before:]
-    assert all(killed - DEADLINE <= t <= killed + restored for t, _ in writes.failed)
+    assert late == [], late
+    assert all(t >= killed - DEADLINE for t, _ in writes.failed), writes.failed
 
 
 async def test_redis_restarted_loses_no_acknowledged_write(
