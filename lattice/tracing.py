@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -93,6 +95,7 @@ class Tracing:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.url = traces_url(endpoint)
+        _quiet_sdk_logs()
         resource = Resource.create(
             {
                 "service.name": service,
@@ -225,6 +228,44 @@ class Tracing:
             await asyncio.wait_for(done, timeout)
         except TimeoutError:
             log.warning("spans not flushed at stop", timeout_s=timeout)
+
+
+class _OncePerInterval(logging.Filter):
+    """Lets the SDK's "Queue full, dropping …" through once per `interval` seconds: it
+    is logged for every span dropped, which with a dead receiver under load would be one
+    log line per call, on the event loop."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._next = 0.0
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Queue full"):
+            return True
+        self._dropped += 1
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        record.msg = (
+            f"span queue full (is the OTLP receiver down?): {self._dropped} span(s) dropped; "
+            f"said at most once per {self.interval:g}s"
+        )
+        record.args = ()
+        self._dropped = 0
+        return True
+
+
+_QUIET = _OncePerInterval()
+
+
+def _quiet_sdk_logs() -> None:
+    """Install the filter on the SDK's batch-processor logger (idempotent)."""
+    logger = logging.getLogger("opentelemetry.sdk._shared_internal")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
 
 
 def _failure(exc: BaseException) -> str:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -269,6 +271,25 @@ async def test_lattice_call_show_trace_names_the_trace_the_host_exported(
     assert refused.attributes["lattice.function"] == "no-such-function"
     assert refused.attributes["lattice.outcome"] == "unknown-function"
     assert refused.status_code == 2  # STATUS_CODE_ERROR
+
+
+async def test_a_dead_receiver_fails_no_call_and_holds_no_stop(
+    nats_url: str, lattice_name: str, client: LatticeClient, echo_ref: str
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    host, other = await _hosts(nats_url, lattice_name, dead)
+    try:
+        await other.stop("not needed")
+        await client.scale_component(host.host_id, echo_ref, "echo", 2)
+        calls = [client.call("echo", "echo", [f"m{i}"], timeout=10) for i in range(100)]
+        assert await asyncio.gather(*calls) == [f"m{i}" for i in range(100)]
+        await asyncio.sleep(0.7)  # an export was tried and refused
+    finally:
+        t0 = time.monotonic()
+        await _stop([host])
+    assert time.monotonic() - t0 < 5.0, "the last flush is bounded"
 
 
 def test_bad_endpoints_are_refused_by_name() -> None:
