@@ -28,9 +28,20 @@ def guest_reason(stderr: str) -> str | None:
     return None
 
 
+TWO_BORROWS = (
+    "wasmtime-py 50 cannot pass two borrowed handles to one host function (wasmtime's "
+    "'deferred host scope has no call context'), e.g. wasi:blobstore container.write-data: "
+    "use lattice:blobstore/upload.write-data (docs/blobstore.md)"
+)
+
+
 def wasmtime_reason(error_text: str) -> str:
-    """The last line of wasmtime's message that is not a backtrace frame."""
+    """The last line of wasmtime's message that is not a backtrace frame; for an internal
+    wasmtime error ("BUG: …", followed by boilerplate), that line."""
     lines = [ln.strip() for ln in error_text.strip().splitlines() if ln.strip()]
+    bug = next((ln for ln in lines if ln.startswith("BUG: ")), None)
+    if bug is not None:
+        return TWO_BORROWS if "deferred host scope has no call context" in bug else bug
     meaningful = [
         ln
         for ln in lines
