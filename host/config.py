@@ -107,6 +107,8 @@ class HostConfig:
     http_in_host: bool = True  # builtin://http-server runs in this process (no NATS hop)
     nats_auth: NatsAuth = ANONYMOUS  # --creds/--nkey/--tls-* for every connection it makes
     account_signing_key: Path | None = None  # mint each provider its own NATS user
+    embedded_config: Path | None = None  # --secure: the embedded server's auth config
+    embedded_listen: str | None = None  # --secure: where the embedded server listens
     otlp_endpoint: str | None = None  # OTLP/HTTP receiver for spans (lattice/tracing.py)
 
     def __post_init__(self) -> None:

@@ -213,22 +213,31 @@ class Host:
         host = "127.0.0.1" if host in ("localhost", "") else host
         nats_dir = self.config.data_dir / "nats"
         self.embedded = natsd.EmbeddedNats(
-            host=host, port=port, store_dir=nats_dir / "jetstream", log_file=nats_dir / "nats.log"
+            host=self.config.embedded_listen or host,
+            port=port,
+            store_dir=nats_dir / "jetstream",
+            log_file=nats_dir / "nats.log",
+            config_file=self.config.embedded_config,
         )
         try:
             await self.embedded.start()
         except natsd.NatsServerError as exc:
             self.embedded = None
             raise HostStartError(f"could not start the embedded NATS server: {exc}") from None
+        secured = self.config.embedded_config is not None
         self._log.info(
             "no NATS server answered; started an embedded nats-server with JetStream "
-            "(anonymous, on loopback only: for one machine; secure a shared lattice with "
-            "credentials and TLS, docs/security.md)",
+            + (
+                "(secured: operator mode, every connection logs in; --secure)"
+                if secured
+                else "(anonymous, on loopback only: for one machine; `lattice up --secure` "
+                "or your own server secures a shared lattice, docs/security.md)"
+            ),
             url=self.embedded.url,
             store_dir=str(self.embedded.store_dir),
             log_file=str(self.embedded.log_file),
         )
-        return self.embedded.url
+        return f"nats://{host}:{port}" if self.config.embedded_listen else self.embedded.url
 
     async def run(self) -> None:
         """Start, then serve until a signal or `host.stop` arrives."""

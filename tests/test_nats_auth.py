@@ -360,3 +360,55 @@ def test_a_signing_key_needs_creds(tmp_path: Path) -> None:
     key.write_text(natsjwt.Key.new(nkeys.PREFIX_BYTE_USER).seed)
     with pytest.raises(ValueError, match="not A"):
         signing_of(HostConfig(account_signing_key=key))
+
+
+async def test_lattice_up_secure_makes_a_lattice_others_join(
+    tmp_path: Path, lattice_name: str
+) -> None:
+    port = natsd.free_port()
+    url = f"nats://127.0.0.1:{port}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lattice", "up", "--secure", "--nats-url", url,
+        "--data-dir", str(tmp_path / "first"), "--lattice", lattice_name,
+        "--log-level", "warning",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    second: Host | None = None
+    try:
+        assert proc.stdout is not None
+        first_line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert first_line.startswith(b"secured lattice: NATS at nats://"), first_line
+        printed = (first_line + await asyncio.wait_for(proc.stdout.read(600), 5)).decode()
+        secure_dir = tmp_path / "first" / "secure"
+        assert "--creds host.creds --account-signing-key signing.nk" in printed
+        assert all(
+            (secure_dir / f).stat().st_mode & 0o077 == 0 for f in ("host.creds", "cli.creds")
+        )
+        seeds = [line for f in secure_dir.iterdir() for line in f.read_text().split() if
+                 line.startswith(("SU", "SA", "SO"))]  # fmt: skip
+        assert seeds and not any(seed in printed for seed in seeds)
+
+        with pytest.raises(LatticeError, match="authorization violation"):
+            await LatticeClient.connect(url, lattice_name, auth=NatsAuth())
+        second = Host(
+            HostConfig(
+                nats_url=url,
+                lattice=lattice_name,
+                data_dir=tmp_path / "second",
+                embedded_nats=False,
+                nats_auth=NatsAuth(creds=secure_dir / "host.creds"),
+                account_signing_key=secure_dir / "signing.nk",
+            )
+        )
+        await second.start()
+        cli = NatsAuth(creds=secure_dir / "cli.creds")
+        async with await LatticeClient.connect(url, lattice_name, auth=cli) as client:
+            for _ in range(100):
+                if len(await client.hosts(wait=0.3)) == 2:
+                    break
+            assert len(await client.hosts(wait=0.3)) == 2
+    finally:
+        if second is not None:
+            await second.stop("test finished")
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)

@@ -385,6 +385,16 @@ def up(
             "starts then gets a user of its own, allowed only its own subjects (with --creds).",
         ),
     ] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            envvar="LATTICE_SECURE",
+            help="Start the embedded NATS secured (operator mode, listening on all "
+            "interfaces; keys made once under DATA_DIR/secure) and print how other hosts "
+            "join. Without it the embedded NATS is anonymous on loopback only.",
+        ),
+    ] = False,
     detach: Annotated[
         bool,
         typer.Option(
@@ -413,6 +423,7 @@ def up(
         labels = parse_labels([x for item in (label or []) for x in item.split(",") if x])
         if timeout_ms <= 0 or memory_mb <= 0:
             raise ValueError("--timeout-ms and --memory-mb must be positive")
+        secured = secure_settings(data, where.nats_url) if secure else {}
         config = HostConfig(
             nats_url=where.nats_url,
             lattice=where.lattice,
@@ -430,14 +441,17 @@ def up(
             admin_addr=check_admin_addr(admin_addr),
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
-            nats_auth=NatsAuth.from_values(
-                creds=creds or where.creds,
-                nkey=nkey,
-                tls_ca=tls_ca,
-                tls_cert=tls_cert,
-                tls_key=tls_key,
-            ),
-            account_signing_key=account_signing_key,
+            **{  # --secure: the login it made for this host
+                "nats_auth": NatsAuth.from_values(
+                    creds=creds or where.creds,
+                    nkey=nkey,
+                    tls_ca=tls_ca,
+                    tls_cert=tls_cert,
+                    tls_key=tls_key,
+                ),
+                "account_signing_key": account_signing_key,
+                **secured,
+            },
         )
         use_js_replicas(js_replicas)
         if detach:
@@ -449,6 +463,37 @@ def up(
         raise usage(str(exc)) from None
     with contextlib.suppress(KeyboardInterrupt):
         run(serve(host, controller, state_file))
+
+
+def secure_settings(data: Path, nats_url: str) -> dict[str, Any]:
+    """HostConfig fields for `--secure`: the embedded server's config and this host's
+    login, made once under DATA_DIR/secure (lattice/secure.py)."""
+    from lattice import natsd, secure
+
+    if not natsd.is_local(nats_url):
+        raise ValueError(
+            f"--secure starts the embedded NATS, so --nats-url must be local, not {nats_url}"
+        )
+    _, port = natsd.split_url(nats_url)
+    made = secure.ensure(data / "secure", f"0.0.0.0:{port}")
+    return {
+        "nats_auth": NatsAuth(creds=made.host_creds),
+        "account_signing_key": made.signing_key,
+        "embedded_config": made.server_config,
+        "embedded_listen": "0.0.0.0",
+    }
+
+
+def machine_address() -> str:
+    """An address other machines may reach this one at (the default route's source)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET: nothing is sent
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
 
 
 async def serve(host: Any, controller: bool | None, state_file: Path | None) -> None:
@@ -487,6 +532,12 @@ async def serve(host: Any, controller: bool | None, state_file: Path | None) -> 
         log.info("no controller in this process", reason=why, lattice=host.lattice)
     if state_file is not None:
         write_state(state_file, host, embedded)
+    if host.config.embedded_config is not None and embedded:
+        from lattice import natsd, secure
+
+        _, port = natsd.split_url(host.nats_url)
+        join = secure.SecureLattice(host.config.embedded_config.parent)
+        print(join.join_instructions(f"nats://{machine_address()}:{port}"), flush=True)
     try:
         await task
     finally:
