@@ -219,3 +219,30 @@ def test_dockerfile_builds() -> None:
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize(
+    "conf", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.conf"))
+)
+def test_nats_configs_are_valid_for_the_real_server(conf: str, tmp_path: Path) -> None:
+    """Each nats-server config the manifests mount passes `nats-server -t`, its pod's
+    variables filled in, and the edge leaf maps JetStream to the hub's domain."""
+    from lattice.natsd import find_binary
+
+    text = (ROOT / conf).read_text()
+    text = text.replace("$POD_NAME", "nats-0").replace("$NODE_NAME", "node-a")
+    text = text.replace("/data/jetstream", str(tmp_path / "js"))
+    text = text.replace("/var/run/nats/nats.pid", str(tmp_path / "nats.pid"))
+    (tmp_path / "nats.conf").write_text(text)
+    done = subprocess.run(
+        [find_binary(), "-c", str(tmp_path / "nats.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0 and "is valid" in done.stdout + done.stderr, done.stderr
+    assert "should be converted" not in done.stdout + done.stderr  # a config warning
+    if "leafnodes" in text and "remotes" in text:
+        assert 'default_js_domain: { "$G": "hub" }' in text
+    elif "jetstream" in text:
+        assert "domain: hub" in text
