@@ -227,7 +227,7 @@ async def test_a_large_object_streams_through_in_parts_and_chunks(
 ) -> None:
     """3 MB written as a stream (six 512 KiB parts) and read back (twelve 256 KiB
     chunks) through the host, with the provider on another host; the bytes on disk are
-    the ones the component generated."""
+    the ones the component generated. Then move, object-info, list, has and delete."""
     comp_host = await start_host()
     prov_host = await start_host()
     root = tmp_path / "big"
@@ -251,6 +251,16 @@ async def test_a_large_object_streams_through_in_parts_and_chunks(
     }
     missing = await client.call("archive", f"{ARCHIVE}.get", ["nope.jpg"])
     assert missing == {"err": "object 'nope.jpg' does not exist in container 'photos'"}
+    # the other container operations, each one provider call
+    assert await client.call("archive", f"{ARCHIVE}.rename", ["big.raw", "b/moved.raw"]) == {
+        "ok": None
+    }
+    assert (root / CONTAINER / "b" / "moved.raw").stat().st_size == size
+    assert await client.call("archive", f"{ARCHIVE}.size", ["b/moved.raw"]) == {"ok": size}
+    assert await client.call("archive", f"{ARCHIVE}.names", []) == {"ok": ["b/moved.raw"]}
+    assert await client.call("archive", f"{ARCHIVE}.remove", ["b/moved.raw"]) == {"ok": True}
+    assert await client.call("archive", f"{ARCHIVE}.remove", ["b/moved.raw"]) == {"ok": False}
+    assert await client.call("archive", f"{ARCHIVE}.names", []) == {"ok": []}
 
 
 class TwoBorrows(Exception):

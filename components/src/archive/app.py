@@ -47,8 +47,16 @@ def _create() -> container.Container:
         return blobstore.get_container(CONTAINER)
 
 
-def _write(name: str, pieces: Callable[[], Iterable[bytes]], *, standard: bool = False) -> int:
-    """Stream `pieces()` into `name`; the object appears at finish.
+def _write(
+    name: str,
+    pieces: Callable[[], Iterable[bytes]],
+    *,
+    standard: bool = False,
+    name_first: bool = True,
+) -> int:
+    """Stream `pieces()` into `name`; the object appears at finish. `name_first=False`
+    writes the bytes before `write-data` names the object, as some wasmCloud examples do
+    (the host keeps them in a spooled temp file until then).
 
     The link is resolved per import call, so a relink between `get-container` and the
     upload sends the upload to a store that may lack the container (a relink moves no
@@ -57,7 +65,7 @@ def _write(name: str, pieces: Callable[[], Iterable[bytes]], *, standard: bool =
     """
     for attempt in (1, 2):
         try:
-            return _write_once(name, pieces(), standard)
+            return _write_once(name, pieces(), standard, name_first)
         except Err as e:
             text = _text(e.value)
             if attempt == 2 or not ("container" in text and "does not exist" in text):
@@ -66,20 +74,27 @@ def _write(name: str, pieces: Callable[[], Iterable[bytes]], *, standard: bool =
     raise AssertionError("unreachable")
 
 
-def _write_once(name: str, pieces: Iterable[bytes], standard: bool) -> int:
+def _write_once(name: str, pieces: Iterable[bytes], standard: bool, name_first: bool) -> int:
     """`container.write-data` borrows two handles in one call, which wasmtime-py 50 traps
     on; `upload.write-data` names the container instead (components/wit-blobstore)."""
     box = _photos()
     value = types.OutgoingValue.new_outgoing_value()
     out = value.outgoing_value_write_body()
-    if standard:
-        box.write_data(name, value)
-    else:
-        upload.write_data(CONTAINER, name, value)
+
+    def name_it() -> None:
+        if standard:
+            box.write_data(name, value)
+        else:
+            upload.write_data(CONTAINER, name, value)
+
+    if name_first:
+        name_it()
     size = 0
     for piece in pieces:
         out.blocking_write_and_flush(piece)
         size += len(piece)
+    if not name_first:
+        name_it()
     out.__exit__(None, None, None)  # drop the stream before finishing its value
     types.OutgoingValue.finish(value)
     return size
@@ -114,7 +129,7 @@ def _index(name: str, size: int) -> None:
 class Archive(exports.Archive):
     def put(self, name: str, data: bytes) -> int:
         try:
-            size = _write(name, lambda: _split(data))
+            size = _write(name, lambda: _split(data), name_first=False)
             _index(name, size)
             return size
         except Err as e:
@@ -129,6 +144,28 @@ class Archive(exports.Archive):
     def get(self, name: str) -> bytes:
         try:
             return b"".join(_read(name))
+        except Err as e:
+            raise Err(_text(e.value)) from None
+
+    def rename(self, name: str, to: str) -> None:
+        src = types.ObjectId(container=CONTAINER, object=name)
+        try:
+            blobstore.move_object(src, types.ObjectId(container=CONTAINER, object=to))
+        except Err as e:
+            raise Err(_text(e.value)) from None
+
+    def size(self, name: str) -> int:
+        try:
+            return _photos().object_info(name).size
+        except Err as e:
+            raise Err(_text(e.value)) from None
+
+    def remove(self, name: str) -> bool:
+        try:
+            box = _photos()
+            had = box.has_object(name)
+            box.delete_object(name)
+            return had
         except Err as e:
             raise Err(_text(e.value)) from None
 
