@@ -5,11 +5,12 @@ Theory of operation
 Blobstore has resources (containers, values, name streams) and `wasi:io` streams, which
 the generic import bridge (host/runtime/imports.py) cannot forward. So a component
 that imports it runs on the host's Python WASI layer (its streams are Python objects,
-host/wasi/io.py), and this module defines the three interfaces per component with
-host-owned resources whose methods become the provider operations of
-docs/blobstore.md. Every call goes through the bridge's `_invoke`: the link is resolved
-at call time (a `lattice link put` reaches the next call), a `not-linked` answer
-re-reads the link, and a failure names the component, interface and link name.
+host/wasi/io.py), and this module defines the three interfaces (and
+`lattice:blobstore/upload`, below) per component with host-owned resources whose
+methods become the provider operations of docs/blobstore.md. Every call goes
+through the bridge's `_invoke`: the link is resolved at call time (a `lattice link
+put` reaches the next call), a `not-linked` answer re-reads the link, and a failure
+names the component, interface and link name.
 
 Memory stays bounded on this hop too; nothing holds an object:
 
@@ -56,7 +57,6 @@ PART = 512 * 1024
 SYNC_LIMIT = 16 * 1024 * 1024
 """Most bytes `incoming-value-consume-sync` returns (one list: guest and host hold it)."""
 LIST_PAGE = 1000
-U64_MAX = 2**64 - 1
 
 
 class BlobFailure(Exception):
