@@ -263,6 +263,43 @@ async def test_a_large_object_streams_through_in_parts_and_chunks(
     assert await client.call("archive", f"{ARCHIVE}.names", []) == {"ok": []}
 
 
+async def test_an_upload_under_way_finishes_on_the_store_it_started_on(
+    start_host, client: LatticeClient, archive_ref: str, tmp_path: Path
+) -> None:
+    """A relink in the middle of a 24 MB upload: its remaining parts still go to the old
+    store (the link drains there), and the next upload goes to the new one."""
+    comp_host = await start_host()
+    prov_host = await start_host()
+    for name in ("a", "b"):
+        await client.put_config(f"mid-{name}", {"root": str(tmp_path / name)})
+        await client.start_provider(prov_host.host_id, "builtin://blobstore-fs", f"mid-{name}")
+    await client.scale_component(comp_host.host_id, archive_ref, "archive", 1)
+    for _ in range(400):
+        running = prov_host.providers.running
+        if len(running) == 2 and all(p.healthy for p in running.values()):
+            break
+        await asyncio.sleep(0.05)
+    ifaces = ["blobstore", "container"]
+    await client.put_link("archive", "mid-a", *BLOB, ifaces, target_config=["mid-a"])
+    size = 24 * 1024 * 1024
+    upload = asyncio.create_task(
+        client.call("archive", f"{ARCHIVE}.fill", ["long.raw", size], timeout=60)
+    )
+    part = tmp_path / "a" / ".lattice" / "uploads"
+    for _ in range(200):  # until the upload is under way in store a
+        if part.is_dir() and any(part.iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    assert not upload.done(), "the upload finished before the relink: make it larger"
+    await client.put_link("archive", "mid-b", *BLOB, ifaces, target_config=["mid-b"], replace=True)
+    got = await upload
+    assert "ok" in got, got
+    assert (tmp_path / "a" / CONTAINER / "long.raw").stat().st_size == size
+    assert not (tmp_path / "b" / CONTAINER / "long.raw").exists()
+    assert "ok" in await client.call("archive", f"{ARCHIVE}.fill", ["next.raw", 10])
+    assert (tmp_path / "b" / CONTAINER / "next.raw").exists()
+
+
 class TwoBorrows(Exception):
     """The trap wasmtime-py 50 gives a host call that borrows two handles."""
 
