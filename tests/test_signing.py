@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -233,6 +234,21 @@ def test_cli_sign_and_inspect(tmp_path: Path, wasm: bytes, account: tuple[str, s
         env={"LATTICE_ISSUER_SEED": seed},
     )  # fmt: skip
     assert env_done.returncode == 0 and (tmp_path / "b.wasm").is_file()
+    # the --help example, verbatim, where its files are (tests/test_cli_examples.py
+    # leaves the artifact commands' examples to their own tests)
+    from lattice.cli import build as cli_build
+    from lattice.cli import docs
+
+    sign_cmd = next(c for path, c in docs.commands(cli_build()) if list(path) == ["sign"])
+    (example,) = docs.examples(sign_cmd)
+    (tmp_path / "account.nk").write_text(seed)
+    ran = subprocess.run(
+        [sys.executable, "-m", "lattice", *shlex.split(example)[1:]],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert claims.read((tmp_path / "echo_s.wasm").read_bytes()).version == "0.1.0"  # type: ignore[union-attr]
+
     bad = _lattice("sign", str(tmp_path / "echo.wasm"), "--issuer", "SAnope")
     assert bad.returncode == 1 and "not a valid nkey seed" in bad.stderr
     assert "Traceback" not in bad.stderr
