@@ -20,6 +20,7 @@ same with a Go binary that pip cannot install.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import nacl.signing
 import nkeys
 
 HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
@@ -97,6 +99,21 @@ class Key:
 
     def __repr__(self) -> str:  # never show the seed
         return f"Key({self.public})"
+
+
+def verify_key(public: str, prefix: int, what: str) -> nacl.signing.VerifyKey:
+    """The Ed25519 key of an nkey public key that must be `what` ("an account public key
+    (A…)"); JwtError naming what is wrong."""
+    shown = f"{public[:12]}…" if len(public) > 12 else repr(public)
+    try:
+        raw = base64.b32decode(public + "=" * (-len(public) % 8))
+    except (binascii.Error, ValueError, TypeError):
+        raise JwtError(f"{shown} is not an nkey public key") from None
+    if len(raw) != 35 or raw[0] != prefix:
+        raise JwtError(f"{shown} is not {what}")
+    if nkeys.crc16_checksum(raw[:-2]) != raw[-2:]:
+        raise JwtError(f"{shown}: bad checksum")
+    return nacl.signing.VerifyKey(raw[1:-2])
 
 
 def _b64(raw: bytes) -> str:
@@ -180,6 +197,49 @@ def user_jwt(
     if expires_in is not None:
         claims["exp"] = int(time.time() + expires_in)
     return encode(signing_key, claims)
+
+
+@dataclass(frozen=True)
+class OperatorSetup:
+    """An operator, a system account and the lattice's account with one signing key: what
+    `nsc` would make for a lattice, here in memory."""
+
+    operator: Key
+    system: Key
+    account: Key
+    signing: Key
+
+    @classmethod
+    def new(cls) -> OperatorSetup:
+        op, acc = nkeys.PREFIX_BYTE_OPERATOR, nkeys.PREFIX_BYTE_ACCOUNT
+        return cls(Key.new(op), Key.new(acc), Key.new(acc), Key.new(acc))
+
+    def server_config(self) -> str:
+        """nats-server config lines: operator mode, both accounts preloaded in a memory
+        resolver (listen and JetStream settings are the caller's)."""
+        sys_jwt = account_jwt(
+            self.operator, self.system.public, "SYS", signing_keys=[], jetstream=False
+        )
+        acc_jwt = account_jwt(
+            self.operator,
+            self.account.public,
+            "lattice",
+            signing_keys=[self.signing.public],
+            jetstream=True,
+        )
+        return (
+            f"operator: {operator_jwt(self.operator, self.system.public)}\n"
+            f"system_account: {self.system.public}\n"
+            "resolver: MEMORY\n"
+            f"resolver_preload: {{\n  {self.system.public}: {sys_jwt}\n"
+            f"  {self.account.public}: {acc_jwt}\n}}\n"
+        )
+
+    def user_creds(self, name: str, permissions: dict[str, Any] | None = None) -> str:
+        """A `.creds` file's text for a fresh user of the lattice's account."""
+        user = Key.new(nkeys.PREFIX_BYTE_USER)
+        jwt = user_jwt(self.signing, self.account.public, user.public, name, permissions)
+        return creds(jwt, user.seed)
 
 
 def creds(jwt: str, seed: str) -> str:

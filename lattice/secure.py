@@ -16,8 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import nkeys
-
 from lattice import natsjwt
 
 
@@ -72,28 +70,16 @@ def ensure(directory: Path, listen: str) -> SecureLattice:
         return found
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    operator = natsjwt.Key.new(nkeys.PREFIX_BYTE_OPERATOR)
-    system = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
-    account = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
-    signing = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
-    sys_jwt = natsjwt.account_jwt(operator, system.public, "SYS", signing_keys=[], jetstream=False)
-    acc_jwt = natsjwt.account_jwt(
-        operator, account.public, "lattice", signing_keys=[signing.public], jetstream=True
-    )
+    made = natsjwt.OperatorSetup.new()
     _write(
         found.server_config,
         f"listen: {listen}\n"
         "jetstream: enabled\n"  # its store_dir comes from `-sd` (a duplicate is an error)
-        f"operator: {natsjwt.operator_jwt(operator, system.public)}\n"
-        f"system_account: {system.public}\n"
-        "resolver: MEMORY\n"
-        f"resolver_preload: {{\n  {system.public}: {sys_jwt}\n  {account.public}: {acc_jwt}\n}}\n",
+        + made.server_config(),
     )
-    for name, path in (("hosts", found.host_creds), ("cli", found.cli_creds)):
-        user = natsjwt.Key.new(nkeys.PREFIX_BYTE_USER)
-        jwt = natsjwt.user_jwt(signing, account.public, user.public, name)
-        _write(path, natsjwt.creds(jwt, user.seed))
-    _write(found.signing_key, signing.seed + "\n")
-    _write(directory / "operator.nk", operator.seed + "\n")  # to edit the accounts later
-    _write(directory / "account.json", json.dumps({"account": account.public}))
+    _write(found.host_creds, made.user_creds("hosts"))
+    _write(found.cli_creds, made.user_creds("cli"))
+    _write(found.signing_key, made.signing.seed + "\n")
+    _write(directory / "operator.nk", made.operator.seed + "\n")  # to edit the accounts later
+    _write(directory / "account.json", json.dumps({"account": made.account.public}))
     return found

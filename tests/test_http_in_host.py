@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 from lattice.client import LatticeClient
 from lattice.natsd import free_port
 from tests.http_checks import until
+from tests.test_examples import port_free
 from tests.test_http_server import MB5, PROVIDER, _chunks, route, wait_ok
 
 
@@ -147,15 +147,6 @@ async def test_remote_component_goes_over_nats_and_local_wins_once_it_runs_here(
         assert r.status_code == 503 and "hello is not running" in r.text
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 async def test_host_stop_closes_the_server_and_the_flag_off_runs_a_process(
     start_host: Any, client: LatticeClient, hello_ref: str
 ) -> None:
@@ -166,7 +157,7 @@ async def test_host_stop_closes_the_server_and_the_flag_off_runs_a_process(
     await route(client, "hello", port, "hello-cfg")
     await wait_ok(f"http://127.0.0.1:{port}/")
     await edge.stop("test")
-    assert _port_free(port), "the in-host server kept listening after its host stopped"
+    assert port_free(port), "the in-host server kept listening after its host stopped"
     assert not edge.providers.running
 
     separate = await start_host(http_in_host=False)

@@ -212,22 +212,9 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
 async def operator_mode(tmp: Path) -> AsyncIterator[tuple[natsd.EmbeddedNats, natsjwt.Key, str]]:
     """A nats-server with an operator, a system account and a lattice account whose
     signing key is returned (as `nsc` would set it up), JWTs preloaded in memory."""
-    operator = natsjwt.Key.new(nkeys.PREFIX_BYTE_OPERATOR)
-    system = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
-    account = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
-    signing = natsjwt.Key.new(nkeys.PREFIX_BYTE_ACCOUNT)
-    sys_jwt = natsjwt.account_jwt(operator, system.public, "SYS", signing_keys=[], jetstream=False)
-    acc_jwt = natsjwt.account_jwt(
-        operator, account.public, "lattice", signing_keys=[signing.public], jetstream=True
-    )
-    config = (
-        f"operator: {natsjwt.operator_jwt(operator, system.public)}\n"
-        f"system_account: {system.public}\n"
-        "resolver: MEMORY\n"
-        f"resolver_preload: {{\n  {system.public}: {sys_jwt}\n  {account.public}: {acc_jwt}\n}}\n"
-    )
-    async with server(tmp, config) as srv:
-        yield srv, signing, account.public
+    made = natsjwt.OperatorSetup.new()
+    async with server(tmp, made.server_config()) as srv:
+        yield srv, made.signing, made.account.public
 
 
 def _user_creds(tmp: Path, signing: natsjwt.Key, account: str, name: str) -> Path:

@@ -32,6 +32,7 @@ import nacl.exceptions
 import nacl.signing
 import nkeys
 
+from lattice import natsjwt
 from lattice.artifacts.wasm import NotAComponent, _Reader, check_component
 
 SECTION = "jwt"
@@ -139,14 +140,9 @@ def new_module_key() -> str:
 def account_key(public: str) -> nacl.signing.VerifyKey:
     """The verify key of an `A…` account public key; ClaimsError naming what is wrong."""
     try:
-        raw = base64.b32decode(public + "=" * (-len(public) % 8))
-    except (ValueError, TypeError):
-        raise ClaimsError(f"{public!r} is not an nkey public key") from None
-    if len(raw) != 35 or raw[0] != nkeys.PREFIX_BYTE_ACCOUNT:
-        raise ClaimsError(f"{public!r} is not an account public key (A…)")
-    if nkeys.crc16_checksum(raw[:-2]) != raw[-2:]:
-        raise ClaimsError(f"{public!r}: bad checksum")
-    return nacl.signing.VerifyKey(raw[1:-2])
+        return natsjwt.verify_key(public, nkeys.PREFIX_BYTE_ACCOUNT, "an account public key (A…)")
+    except natsjwt.JwtError as exc:
+        raise ClaimsError(str(exc)) from None
 
 
 def _issuer(seed: str) -> nkeys.KeyPair:

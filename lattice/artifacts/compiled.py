@@ -37,7 +37,7 @@ from nats.js import api
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from lattice import buckets
+from lattice import buckets, natsjwt
 from lattice.artifacts.refs import sha256_digest
 from lattice.artifacts.store import ObjectBucket, compiled_bucket
 
@@ -84,14 +84,9 @@ class SignatureError(ValueError):
 
 def _verify_key(public_key: str) -> nacl.signing.VerifyKey:
     try:
-        raw = base64.b32decode(public_key + "=" * (-len(public_key) % 8))
-    except (binascii.Error, ValueError):
-        raise SignatureError(f"signer {public_key[:12]}… is not an nkey") from None
-    if len(raw) != 35 or raw[0] != nkeys.PREFIX_BYTE_SERVER:
-        raise SignatureError(f"signer {public_key[:12]}… is not a host (server) nkey")
-    if nkeys.crc16_checksum(raw[:-2]) != raw[-2:]:
-        raise SignatureError(f"signer {public_key[:12]}… has a bad checksum")
-    return nacl.signing.VerifyKey(raw[1:-2])
+        return natsjwt.verify_key(public_key, nkeys.PREFIX_BYTE_SERVER, "a host (server) nkey")
+    except natsjwt.JwtError as exc:
+        raise SignatureError(f"signer {exc}") from None
 
 
 def sign(sign_fn: Callable[[bytes], bytes], digest: str, key: CompileKey, content: bytes) -> str:
