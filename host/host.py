@@ -34,7 +34,7 @@ from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from host.spy import Spy
-from lattice import natsauth, natsd, natsjwt, tracing
+from lattice import natsauth, natsd, tracing
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
 from lattice.protocol.messages import HostInventory, HostPing
@@ -87,6 +87,7 @@ class Host:
         self.metrics = HostMetrics(self)  # its own registry: several hosts in one process
         self.admin: Any = None  # host/admin.py, with --admin-addr
         self.tracing: tracing.Tracing | None = None  # --otlp-endpoint (lattice/tracing.py)
+        # --account-signing-key: (key, account) to mint provider identities with
         self._signing = signing_of(config)
 
     @property
@@ -166,7 +167,7 @@ class Host:
             health_interval=self.config.provider_health_interval,
             in_process=self._in_process_providers(),
             nats_auth=self.config.nats_auth,
-            signing=self._provider_signing(),
+            signing=self._signing,
         )
         self.providers.otlp_endpoint = self.config.otlp_endpoint
         self.spy = await Spy.attach(self)  # `lattice spy`: taps only watched components
@@ -335,11 +336,6 @@ class Host:
             "reconnected to NATS",
             url=str(self.nc.connected_url.netloc if self.nc.connected_url else ""),
         )
-
-    def _provider_signing(self) -> tuple[natsjwt.Key, str] | None:
-        """`--account-signing-key`: the key and the account (the one this host's own
-        .creds belong to) to mint provider identities with; checked in `__init__`."""
-        return self._signing
 
     def _in_process_providers(self) -> dict[str, InProcessFactory]:
         """Built-in providers this host runs in its own process: the http-server, whose

@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import itertools
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -53,7 +53,7 @@ from nats.aio.subscription import Subscription
 from host.runtime.pool import InstancePool, PoolClosed
 from host.wasi import ResponseBodyError, WasiPool, serve_request
 from lattice.protocol.invocation import InvocationError
-from providers.http_server.provider import LocalResponse, LocalServe
+from providers.http_server.provider import LocalRequest, LocalResponse, LocalServe
 
 log = structlog.get_logger("lattice.http")
 
@@ -191,40 +191,24 @@ def local_server(pool_of: Callable[[str], InstancePool | None]) -> LocalServe:
     """The in-host http-server's way to a component running here (no NATS hop): None
     when this host does not run it (the server then uses the exchange protocol)."""
 
-    def serve(
-        component_id: str,
-        method: str,
-        path: str,
-        scheme: str | None,
-        authority: str | None,
-        headers: list[tuple[str, bytes]],
-        body: AsyncIterable[bytes] | None,
-    ) -> Awaitable[LocalResponse] | None:
+    def serve(component_id: str, request: LocalRequest) -> Awaitable[LocalResponse] | None:
         pool = pool_of(component_id)
-        if not _serves_http(pool):
-            return None
-        return _serve_local(pool, component_id, method, path, scheme, authority, headers, body)
+        return _serve_local(pool, request) if _serves_http(pool) else None
 
     return serve
 
 
-async def _serve_local(
-    pool: WasiPool,
-    component_id: str,
-    method: str,
-    path: str,
-    scheme: str | None,
-    authority: str | None,
-    headers: list[tuple[str, bytes]],
-    body: AsyncIterable[bytes] | None,
-) -> LocalResponse:
+def _refusal(exc: PoolClosed | InvocationError) -> str:
+    """Why a pool could not take a request (it answers 503 with this)."""
+    return exc.message if isinstance(exc, InvocationError) else "component is stopping"
+
+
+async def _serve_local(pool: WasiPool, request: LocalRequest) -> LocalResponse:
     try:
-        response = await serve_request(pool, method, path, scheme, authority, headers, body)
+        response = await serve_request(pool, *request)
     except (PoolClosed, InvocationError) as exc:
-        text = exc.message if isinstance(exc, InvocationError) else "component is stopping"
-        return LocalResponse(
-            503, [("content-type", b"text/plain; charset=utf-8")], _once(f"{text}\n".encode())
-        )
+        text = f"{_refusal(exc)}\n".encode()
+        return LocalResponse(503, [("content-type", b"text/plain; charset=utf-8")], _once(text))
     return LocalResponse(response.status, response.headers, response.body)
 
 
@@ -309,8 +293,7 @@ class _Server:
                 pool, method, path, head.get("scheme"), head.get("authority"), headers, body
             )
         except (PoolClosed, InvocationError) as exc:
-            text = exc.message if isinstance(exc, InvocationError) else "component is stopping"
-            await self._send_error_head(ex, 503, text)
+            await self._send_error_head(ex, 503, _refusal(exc))
             return
         if ex.cancelled:
             await response.body.aclose()  # type: ignore[attr-defined]

@@ -80,12 +80,8 @@ class NatsAuth:
         return self.tls_ca is not None or self.tls_cert is not None
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.tls:
-            return None
-        ctx = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
-        if self.tls_cert is not None and self.tls_key is not None:
-            ctx.load_cert_chain(str(self.tls_cert), str(self.tls_key))
-        return ctx
+        paths = self.tls_paths()
+        return tls_context(**paths) if paths is not None else None
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `nats.connect`."""
@@ -98,15 +94,6 @@ class NatsAuth:
         if ctx is not None:
             kw["tls"] = ctx
         return kw
-
-    def describe(self) -> dict[str, str | None]:
-        """What a log line or the inventory may say: the kind and the paths, no secret."""
-        who = "creds" if self.creds else "nkey" if self.nkey else "anonymous"
-        return {
-            "nats_auth": who,
-            "nats_tls": "on" if self.tls else "off",
-            **({"tls_ca": str(self.tls_ca)} if self.tls_ca else {}),
-        }
 
     def credentials(self) -> dict[str, str | None] | None:
         """`{jwt, seed}` read from the files, for a provider's start-up data (the SDK's
@@ -137,12 +124,20 @@ class NatsAuth:
         jwt = _armored(Path(self.creds).read_text(), "NATS USER JWT")
         return account_of(jwt) if jwt else None
 
-    def as_paths(self) -> dict[str, str]:
-        """The non-empty settings as `{name: path}` (handed to a provider on this machine)."""
-        return {name: str(getattr(self, name)) for name in FLAGS if getattr(self, name)}
-
 
 ANONYMOUS = NatsAuth()
+
+
+def tls_context(
+    ca: str | None = None, cert: str | None = None, key: str | None = None
+) -> ssl.SSLContext:
+    """A client TLS context: the server checked against `ca` (else the system's CAs),
+    with a client certificate when `cert` and `key` are given. Also what a provider
+    builds from the paths in its start-up data (`tls_paths`)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    if cert and key:
+        ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def _armored(text: str, label: str) -> str | None:

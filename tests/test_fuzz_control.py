@@ -18,7 +18,6 @@ import json
 import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -234,4 +233,3 @@ def test_the_host_survived_and_its_state_reads_back(live: tuple[Run, Host, Any])
         run(nc.request(f"wasmbus.rpc.{host.lattice}.web.health", b"{}", timeout=10)).data
     )
     assert healthy.success and host.providers.running["web"].process.returncode is None
-    assert Path(host.config.data_dir).is_dir()

@@ -66,12 +66,28 @@ class LocalResponse(NamedTuple):
     body: AsyncIterator[bytes]
 
 
-LocalServe = Callable[
-    [str, str, str, str | None, str | None, list[tuple[str, bytes]], AsyncIterable[bytes] | None],
-    Awaitable[LocalResponse] | None,
-]
-"""`(component_id, method, path, scheme, authority, headers, body)` → the response, or
-None (not an awaitable) when the component does not run on this host."""
+class LocalRequest(NamedTuple):
+    """A request as the in-host path hands it on (headers lower-cased, no Host)."""
+
+    method: str
+    path: str
+    scheme: str | None
+    authority: str | None
+    headers: list[tuple[str, bytes]]
+    body: AsyncIterable[bytes] | None
+
+
+LocalServe = Callable[[str, LocalRequest], Awaitable[LocalResponse] | None]
+"""`(component_id, request)` → the response, or None (not an awaitable) when the
+component does not run on this host."""
+
+
+def _request_headers(request: web.BaseRequest) -> list[tuple[str, bytes]]:
+    """The request's headers for the component: names lower-cased, Host left out (it
+    travels as the authority)."""
+    return [
+        (k.decode("latin-1").lower(), v) for k, v in request.raw_headers if k.lower() != b"host"
+    ]
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -211,18 +227,17 @@ class HttpServerProvider(Provider):
         self, request: web.BaseRequest, component_id: str
     ) -> Awaitable[LocalResponse] | None:
         assert self.local is not None
-        headers = [
-            (k.decode("latin-1").lower(), v) for k, v in request.raw_headers if k.lower() != b"host"
-        ]
         body = request.content.iter_chunked(CHUNK) if request.body_exists else None
         return self.local(
             component_id,
-            request.method,
-            request.raw_path,
-            request.scheme,
-            request.host,
-            headers,
-            body,
+            LocalRequest(
+                request.method,
+                request.raw_path,
+                request.scheme,
+                request.host,
+                _request_headers(request),
+                body,
+            ),
         )
 
     async def _respond_local(
@@ -270,11 +285,7 @@ class HttpServerProvider(Provider):
             "path": request.raw_path,
             "scheme": request.scheme,
             "authority": request.host,
-            "headers": [
-                [k.decode("latin-1").lower(), v]
-                for k, v in request.raw_headers
-                if k.lower() != b"host"
-            ],
+            "headers": [list(h) for h in _request_headers(request)],
             "body": request.body_exists,
         }
         pump: asyncio.Task[None] | None = None

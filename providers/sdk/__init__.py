@@ -13,8 +13,8 @@
 Modules, one concern each: `hostdata` (the start-up line, links, secrets), `provider`
 (the base class: hooks, operations, link table), `dispatch` (one call, every failure
 typed), `runner` (NATS, control subjects, signals, graceful stop). From Lattice it
-imports only `lattice.protocol`, `lattice.codec` and `lattice.logs`. See
-docs/providers.md.
+imports only `lattice.protocol`, `lattice.codec`, `lattice.logs`, `lattice.tracing` and
+`lattice.natsauth`. See docs/providers.md.
 """
 
 from lattice.protocol.invocation import ErrorKind, InvocationError

@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import signal
-import ssl
 import sys
 import threading
 from collections.abc import Awaitable
@@ -45,7 +44,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lattice import logs, tracing
+from lattice import logs, natsauth, tracing
 from lattice.protocol import subjects
 from lattice.protocol.envelope import CtlReply, fail, ok
 from lattice.protocol.invocation import ERROR_HEADER, LINK_NAME_HEADER, SOURCE_HEADER
@@ -130,12 +129,7 @@ def _auth(creds: NatsCredentials | None) -> dict[str, Any]:
 
 def _tls(paths: dict[str, str] | None) -> dict[str, Any]:
     """nats-py's `tls` option from the host's TLS settings (paths on this machine)."""
-    if not paths:
-        return {}
-    ctx = ssl.create_default_context(cafile=paths.get("ca"))
-    if paths.get("cert") and paths.get("key"):
-        ctx.load_cert_chain(paths["cert"], paths["key"])
-    return {"tls": ctx}
+    return {"tls": natsauth.tls_context(**paths)} if paths else {}
 
 
 def _shown(url: str) -> str:
