@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -116,11 +117,7 @@ class ComponentManager:
         return rc.pool if rc is not None else None
 
     def _pool_getter(self, component_id: str) -> Callable[[], InstancePool | None]:
-        def get() -> InstancePool | None:
-            rc = self.running.get(component_id)
-            return rc.pool if rc is not None else None
-
-        return get
+        return functools.partial(self.pool_of, component_id)
 
     def _lock(self, component_id: str) -> asyncio.Lock:
         return self._locks.setdefault(component_id, asyncio.Lock())
