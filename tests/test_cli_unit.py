@@ -284,3 +284,13 @@ def test_detached_command_line() -> None:
     assert last_error(['{"event": "host started"}', '{"event": "cannot connect"}']) == (
         "cannot connect"
     )
+
+
+def test_start_provider_help_names_every_builtin() -> None:
+    """The REF help lists what host/providers.py can start (the CLI cannot import it)."""
+    from host.providers import BUILTIN
+
+    cmd = next(c for path, c in docs.commands(build()) if list(path) == ["start", "provider"])
+    help_text = next(p.help for p in cmd.params if p.name == "ref") or ""
+    for name in BUILTIN:
+        assert name in help_text, f"builtin://{name} missing from `lattice start provider --help`"

@@ -49,7 +49,8 @@ def start_provider(
         typer.Argument(
             metavar="REF",
             help="builtin://keyvalue-redis|keyvalue-vault|keyvalue-nats|messaging-nats|"
-            "http-server, or file:///path/to/executable",
+            "http-server|http-client|blobstore-fs|blobstore-nats|blobstore-s3|sqldb-postgres, "
+            "or file:///path/to/executable",
         ),
     ],
     provider_id: ProviderId,
