@@ -38,6 +38,7 @@ class Load:
         self.calls: list[Call] = []
         self.failures: list[BaseException] = []
         self._stop = asyncio.Event()
+        self.workers = workers  # calls in flight at any moment, at most
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(workers)]
 
     async def _worker(self) -> None:
@@ -117,11 +118,21 @@ async def test_hot_swap_redis_vault_redis_under_load(kv_setup, client: LatticeCl
     vault = counts_from_one(load.between(t_vault_done, t_back))
     redis_2 = counts_from_one(load.between(t_back_done, t_db))
     redis_db1 = counts_from_one(load.between(t_db_done, float("inf")))
-    # each backend counted on its own: the calls after each change landed in the new one
-    # (calls in flight across a change, at most 8, may land on either side)
-    for backend, fresh in (("vault", vault), ("redis db 1", redis_db1)):
-        assert fresh and fresh[0] <= 9 and len(set(fresh)) == len(fresh), (
-            f"{backend}: {len(fresh)} calls counted {fresh[:5]}…{fresh[-3:]}; "
+
+    # each backend counted on its own: the calls after each change landed in the new one.
+    # The calls that may land on either side are those in flight when the change began
+    # (8 callers) and those started while it was under way: the target holds the new
+    # link from the hand-off's prepare on, before `link put` returns.
+    def either_side(start: float, end: float) -> int:
+        return load.workers + sum(1 for c in load.calls if start <= c.started < end)
+
+    for backend, fresh, window in (
+        ("vault", vault, either_side(t_vault, t_vault_done)),
+        ("redis db 1", redis_db1, either_side(t_db, t_db_done)),
+    ):
+        assert fresh and fresh[0] <= window + 1 and len(set(fresh)) == len(fresh), (
+            f"{backend}: {len(fresh)} calls counted {fresh[:5]}…{fresh[-3:]} "
+            f"({window} may land on either side); "
             f"redis before: {len(redis_1)} calls, last {redis_1[-1:]}"
         )
     assert redis_2[0] > redis_1[-1] >= len(redis_1)
