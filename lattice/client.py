@@ -51,6 +51,10 @@ class WaitTimeout(LatticeError):
 
 EventMatch = Callable[[dict[str, Any]], bool]
 
+# Seconds a controller request is resent while no controller answers (one restarting,
+# or a standby taking over), before the user is told none runs.
+NO_CONTROLLER_GRACE = 2.0
+
 
 def _link_match(source_id: str, namespace: str, package: str, name: str) -> EventMatch:
     def match(d: dict[str, Any]) -> bool:
@@ -561,15 +565,27 @@ class LatticeClient:
         """A `wadm.api.{lattice}.model.{verb}[.{name}]` request; LatticeError on failure."""
         subject = f"wadm.api.{self.lattice}.model.{verb}" + (f".{name}" if name else "")
         data = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
-        try:
-            msg = await self.nc.request(subject, data, timeout=self.timeout)
-        except NoRespondersError:
-            raise LatticeError(
-                f"no controller runs on lattice {self.lattice!r}; start one with "
-                "`lattice controller` or `lattice up --controller`"
-            ) from None
-        except NatsTimeout:
-            raise LatticeError(f"the controller did not answer within {self.timeout:g}s") from None
+        # No responders means no controller received the request, so sending it again
+        # is safe. A controller that is restarting, or a standby taking over, leaves
+        # the API's queue group empty for a moment: ask again within a short grace
+        # before telling the user none runs.
+        grace = asyncio.get_running_loop().time() + min(self.timeout, NO_CONTROLLER_GRACE)
+        while True:
+            try:
+                msg = await self.nc.request(subject, data, timeout=self.timeout)
+                break
+            except NoRespondersError:
+                if asyncio.get_running_loop().time() < grace:
+                    await asyncio.sleep(0.1)
+                    continue
+                raise LatticeError(
+                    f"no controller runs on lattice {self.lattice!r}; start one with "
+                    "`lattice controller` or `lattice up --controller`"
+                ) from None
+            except NatsTimeout:
+                raise LatticeError(
+                    f"the controller did not answer within {self.timeout:g}s"
+                ) from None
         reply = json.loads(msg.data)
         if reply.get("result") == "error":
             raise LatticeError(reply.get("message", "controller error"))
