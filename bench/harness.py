@@ -70,6 +70,8 @@ class Cluster:
             str(self.tmp / data_dir),
             "--log-level",
             "warning",
+            "--workers",  # one process unless a bench asks for more (a later flag wins)
+            "1",
             *extra,
         )
 

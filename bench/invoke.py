@@ -8,13 +8,17 @@ Measured in one run on this machine, every server in its own process:
    flight, and CPU seconds per call of the serving process (the host, or the raw
    responder), read from /proc: wasm runs outside the GIL, so a GIL profile hides it;
 2. starting a component with a cold and then a warm compile cache;
-3. scaling one component from 0 to 100 warm instances: time, and RSS per instance.
+3. scaling one component from 0 to 100 warm instances: time, and RSS per instance;
+4. every core (`--workers`, default 2): the in-flight calls again on a host with that
+   many worker processes, against the `--workers 1` host's figure, with the CPU of all
+   its processes per call, and memory per warm instance after load on both.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -28,10 +32,12 @@ import psutil
 from bench.harness import Cluster
 from bench.results import Figure, pct
 from lattice import codec
+from lattice.client import LatticeClient
 
 RESULTS = Path(__file__).parent / "results"
 BENCH = "invoke"
 RAW = "raw nats-py"
+ONE = "--workers 1"
 # (component id, fixture name, variant, label in figure names)
 GUESTS = (
     ("echo", "echo", "v1", "componentize-py echo"),
@@ -62,25 +68,45 @@ async def concurrent(fn: Callable[[], Awaitable[object]], total: int, inflight: 
     return total / (time.perf_counter() - t)
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU time of a process and its threads so far."""
+def cpu_seconds(proc: psutil.Process, tree: bool = False) -> float:
+    """User + system CPU time of a process and its threads so far; with `tree`, of its
+    child processes too (a host's `--workers`)."""
     t = proc.cpu_times()
-    return t.user + t.system
+    total = t.user + t.system
+    if tree:
+        for child in proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += c.user + c.system
+    return total
 
 
 class CpuMeter:
     """CPU seconds per call of one process over a stretch of calls: `start()`, the calls,
     then `per_call(n)`."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, tree: bool = False) -> None:
         self.proc = psutil.Process(pid)
+        self.tree = tree
         self._since = 0.0
 
     def start(self) -> None:
-        self._since = cpu_seconds(self.proc)
+        self._since = cpu_seconds(self.proc, self.tree)
 
     def per_call(self, calls: int) -> float:
-        return (cpu_seconds(self.proc) - self._since) / calls
+        return (cpu_seconds(self.proc, self.tree) - self._since) / calls
+
+
+def tree_rss(pid: int) -> int:
+    """RSS of a process and its children (a host and its workers)."""
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += child.memory_info().rss
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -100,6 +126,13 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated guests to call: echo (componentize-py), echo-min (WAT)",
     )
     ap.add_argument("--no-start", action="store_true", help="skip the start and 0 → 100 figures")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also run the in-flight calls on a host with this many --workers "
+        "(baseline: the same calls on a --workers 1 host); 1 skips it",
+    )
     return ap
 
 
@@ -116,11 +149,15 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
     figures: list[Figure] = []
 
     def fig(
-        name: str, value: float, unit: str, better: str = "higher", baseline: float | None = None
+        name: str,
+        value: float,
+        unit: str,
+        better: str = "higher",
+        baseline: float | None = None,
+        against: str = RAW,
     ) -> None:
-        figures.append(
-            Figure(BENCH, name, value, unit, better, baseline, RAW if baseline is not None else "")  # type: ignore[arg-type]
-        )
+        label = against if baseline is not None else ""
+        figures.append(Figure(BENCH, name, value, unit, better, baseline, label))  # type: ignore[arg-type]
 
     async with Cluster() as cluster:
         raw_proc = cluster.spawn("bench.raw_echo", cluster.url, "raw.echo", wait_for_ready=True)
@@ -177,6 +214,8 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         lat_seq = {cid: await seq(lattice_call(cid), host_cpu) for cid, _, _ in guests}
         raw_tp, raw_tp_cpu = await tp(raw_call, raw_cpu)
         lat_tp = {cid: await tp(lattice_call(cid), host_cpu) for cid, _, _ in guests}
+        if args.workers > 1:
+            w_tp, w_mem = await every_core(cluster, client, guests, args.workers, args.count, tp)
         p50r = pct(raw_seq, 0.5)
         for cid, _, label in guests:
             samples, cpu_seq = lat_seq[cid]
@@ -206,6 +245,17 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                 "lower",
                 raw_tp_cpu * 1e6,
             )
+        if args.workers > 1:
+            n = args.workers
+            for cid, _, label in guests:
+                (rate, cpu), (w_rate, w_cpu) = lat_tp[cid], w_tp[cid]
+                name = f"{args.inflight} in flight, --workers {n} vs 1 ({label})"
+                fig(f"calls/s, {name}", w_rate, "calls/s", "higher", rate, ONE)
+                cpu_name = f"CPU per call, all processes, {name}"
+                fig(cpu_name, w_cpu * 1e6, "µs", "lower", cpu * 1e6, ONE)
+            one, many = w_mem
+            mem = f"memory per warm instance after load, --workers {n} vs 1"
+            fig(mem, many, "MiB", "lower", one, ONE)
         await nc.close()
         await client.close()
 
@@ -216,6 +266,42 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             fig("memory per warm instance, idle", idle_inst / 2**20, "MiB", "lower")
             fig("memory per instance after one call", used_inst / 2**20, "MiB", "lower")
     return figures
+
+
+async def every_core(
+    cluster: Cluster,
+    client: LatticeClient,
+    guests: list[tuple[str, Path, str]],
+    n: int,
+    count: int,
+    tp: Callable[[Callable[[], Awaitable[object]], CpuMeter], Awaitable[tuple[float, float]]],
+) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+    """The same in-flight calls on a host with `--workers n` (CPU of all its processes),
+    and memory per warm instance after load on a fresh `--workers 1` host and on it."""
+    rates: dict[str, tuple[float, float]] = {}
+    memory: list[float] = []
+    for workers in (1, n):
+        host_id = await cluster.host("--workers", str(workers))
+        pid = cluster.procs[-1].pid
+        await asyncio.sleep(3.0 if workers > 1 else 0.5)  # its workers connect
+        before = tree_rss(pid)
+        for cid, path, _ in guests:
+            await client.scale_component(host_id, path.as_uri(), f"{cid}-w{workers}", count)
+        for cid, _, _ in guests:
+
+            async def call(cid: str = f"{cid}-w{workers}") -> object:
+                return await client.call(cid, "lattice:examples/echo.echo", ["hello"], timeout=10)
+
+            got = await tp(call, CpuMeter(pid, tree=True))
+            if workers > 1:
+                rates[cid] = got
+        await asyncio.sleep(1.0)  # the workers' warm counts reach the host
+        inv = await client.inventory(host_id)
+        warm = sum(c.instances_warm for c in inv.components)
+        memory.append((tree_rss(pid) - before) / max(warm, 1) / 2**20)
+        for cid, path, _ in guests:
+            await client.scale_component(host_id, path.as_uri(), f"{cid}-w{workers}", 0)
+    return rates, (memory[0], memory[1])
 
 
 async def main(argv: list[str]) -> None:

@@ -60,20 +60,21 @@ class RunningComponent:
     config: list[str]
     limits: Limits
     digest: str
+    requested: int = 0  # the scale count for this host; with --workers the pool holds a share
     revision: int = 0
     subscription: Subscription | None = None
     http_subscription: Subscription | None = None
     started_at: float = field(default_factory=time.time)
 
-    def describe(self) -> ComponentDescription:
+    def describe(self, warm_elsewhere: int = 0) -> ComponentDescription:
         return ComponentDescription(
             id=self.id,
             image_ref=self.image_ref,
             name=self.annotations.get("name"),
             annotations=self.annotations,
-            max_instances=self.pool.max_instances,
+            max_instances=self.requested or self.pool.max_instances,
             revision=self.revision,
-            instances_warm=self.pool.warm,
+            instances_warm=self.pool.warm + warm_elsewhere,
             limits={"timeout_ms": self.limits.timeout_ms, "memory_mb": self.limits.memory_mb},
             exports=sorted(self.pool.exports),
         )
@@ -111,6 +112,7 @@ class ComponentManager:
         self.spy: Any = None  # host/spy.py, set when the host starts: taps spied components
         self.metrics: Any = None  # host/metrics.py: counts each call served
         self.tracing: Any = None  # lattice/tracing.py with --otlp-endpoint; None: off
+        self.workers: Any = None  # host/workers.py with --workers N > 1: they hold shares
 
     def pool_of(self, component_id: str) -> InstancePool | None:
         rc = self.running.get(component_id)
@@ -127,7 +129,13 @@ class ComponentManager:
         return rc.config if rc is not None else []
 
     def describe(self) -> list[ComponentDescription]:
-        return [rc.describe() for rc in self.running.values()]
+        if self.workers is None:
+            return [rc.describe() for rc in self.running.values()]
+        return [rc.describe(self.workers.warm(rc.id)) for rc in self.running.values()]
+
+    def _local_count(self, count: int) -> int:
+        """This process's share of `count` instances (all of them without workers)."""
+        return count if self.workers is None else self.workers.local_share(count)
 
     def _limits(self, override: ComponentLimits | None) -> Limits:
         if override is None:
@@ -165,8 +173,11 @@ class ComponentManager:
         if req.count == 0:
             if rc is not None:
                 await self._stop(rc)
+            if self.workers is not None:
+                await self.workers.scale(req)
             await self._scaled(req.component_id, req.component_ref, 0, req.annotations)
             return
+        local = self._local_count(req.count)
         if rc is None:
             pool, stats = await load_pool(
                 component_id=req.component_id,
@@ -174,7 +185,7 @@ class ComponentManager:
                 engine=self.engine,
                 cache=self.cache,
                 limits=limits,
-                max_instances=req.count,
+                max_instances=local,
                 bridge=self.bridge,
             )
             rc = RunningComponent(
@@ -185,6 +196,7 @@ class ComponentManager:
                 config=list(req.config),
                 limits=limits,
                 digest=stats.digest,
+                requested=req.count,
             )
             rc.subscription = await self.nc.subscribe(
                 subjects.rpc_wildcard(self.lattice, rc.id),
@@ -200,17 +212,21 @@ class ComponentManager:
                 component_id=rc.id,
                 image_ref=rc.image_ref,
                 max_instances=req.count,
+                local_instances=local,
                 cached=stats.cached,
                 compile_s=round(stats.compile_s, 3),
                 exports=len(pool.exports),
             )
         elif rc.image_ref != req.component_ref:
-            await self._swap_image(rc, req.component_ref, req.count, limits)
+            await self._swap_image(rc, req.component_ref, local, limits)
         else:
-            await rc.pool.resize(req.count)
+            await rc.pool.resize(local)
+        rc.requested = req.count
         rc.annotations = dict(req.annotations) or rc.annotations
         rc.config = list(req.config) or rc.config
-        await self._scaled(rc.id, rc.image_ref, rc.pool.max_instances, rc.annotations)
+        if self.workers is not None:  # after the local pool: its compile fills the cache
+            await self.workers.scale(req)
+        await self._scaled(rc.id, rc.image_ref, rc.requested, rc.annotations)
 
     async def _scaled(self, cid: str, ref: str, count: int, ann: dict[str, str]) -> None:
         await self.publish_event(
@@ -240,6 +256,8 @@ class ComponentManager:
                     )
                 if req.annotations is not None:
                     rc.annotations = dict(req.annotations)
+                if self.workers is not None:
+                    await self.workers.update(req)
             except LoadError as exc:
                 await self.publish_event(
                     "component_scale_failed",
@@ -247,13 +265,13 @@ class ComponentManager:
                         self.host_id,
                         rc.id,
                         req.new_component_ref,
-                        rc.pool.max_instances,
+                        rc.requested,
                         rc.annotations,
                         str(exc),
                     ),
                 )
                 return
-            await self._scaled(rc.id, rc.image_ref, rc.pool.max_instances, rc.annotations)
+            await self._scaled(rc.id, rc.image_ref, rc.requested, rc.annotations)
 
     async def _swap_image(self, rc: RunningComponent, ref: str, count: int, limits: Limits) -> None:
         """Start the new image's pool, route new calls to it, then drain the old one."""

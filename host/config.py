@@ -110,6 +110,7 @@ class HostConfig:
     embedded_config: Path | None = None  # --secure: the embedded server's auth config
     embedded_listen: str | None = None  # --secure: where the embedded server listens
     otlp_endpoint: str | None = None  # OTLP/HTTP receiver for spans (lattice/tracing.py)
+    workers: int = 1  # processes serving components behind this identity (host/workers.py)
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")
@@ -117,6 +118,8 @@ class HostConfig:
             raise ValueError("heartbeat interval must be positive")
         if not 0 <= self.beat_interval <= 60:
             raise ValueError("beat interval must be between 0 (off) and 60 seconds")
+        if not 1 <= self.workers <= 256:
+            raise ValueError(f"--workers must be between 1 and 256, not {self.workers}")
         if self.otlp_endpoint:
             from lattice.tracing import traces_url
 

@@ -34,6 +34,7 @@ from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from host.spy import Spy
+from host.workers import WorkerSet
 from lattice import natsauth, natsd, tracing
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
@@ -87,6 +88,7 @@ class Host:
         self.metrics = HostMetrics(self)  # its own registry: several hosts in one process
         self.admin: Any = None  # host/admin.py, with --admin-addr
         self.tracing: tracing.Tracing | None = None  # --otlp-endpoint (lattice/tracing.py)
+        self.workers: WorkerSet | None = None  # --workers N > 1 (host/workers.py)
         # --account-signing-key: (key, account) to mint provider identities with
         self._signing = signing_of(config)
 
@@ -128,6 +130,51 @@ class Host:
                 " (the NATS server needs JetStream enabled: nats-server -js)"
             ) from None
         await ensure_events_stream(self.nc, self.lattice)  # `lattice events --since`
+        await self._start_runtime()
+        self.providers = ProviderManager(
+            nc=self.nc,
+            lattice=self.lattice,
+            host_id=self.host_id,
+            nats_url=url,
+            state=self.state,
+            publish_event=self.publish_event,
+            health_interval=self.config.provider_health_interval,
+            in_process=self._in_process_providers(),
+            nats_auth=self.config.nats_auth,
+            signing=self._signing,
+        )
+        self.providers.otlp_endpoint = self.config.otlp_endpoint
+        if self.config.workers > 1:
+            self._start_workers(url)
+        for subject, queue, cb in self.ctl.subscriptions():
+            self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
+        await self.nc.flush()
+        await self.publish_event(
+            "host_started", events.host_started(self.host_id, self.friendly_name, self.labels)
+        )
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        if self.config.beat_interval > 0:
+            self._beat = Beater(
+                url, self.lattice, self.host_id, self.config.beat_interval, self.config.nats_auth
+            )
+            self._beat.start()
+        self.nats_url = url
+        if self.config.admin_addr:
+            await self._start_admin(self.config.admin_addr)
+        self.started.set()
+        self._log.info(
+            "host started",
+            friendly_name=self.friendly_name,
+            nats_url=url,
+            embedded_nats=self.embedded is not None,
+            labels=self.labels,
+            workers=self.config.workers,
+        )
+
+    async def _start_runtime(self) -> None:
+        """What runs components, shared by the host and its worker processes: the
+        epoch ticker, artifact fetching, the import bridge, the component manager,
+        tracing and the spy tap."""
         self.ticker.start()
         artifact.bind(self)  # component bytes and compiled code through the lattice
         self.bridge = ImportBridge(
@@ -157,43 +204,20 @@ class Host:
             attributes={"lattice.name": self.lattice},
         )
         self.components.tracing = self.bridge.tracing = self.tracing  # None: off
-        self.providers = ProviderManager(
-            nc=self.nc,
-            lattice=self.lattice,
-            host_id=self.host_id,
-            nats_url=url,
-            state=self.state,
-            publish_event=self.publish_event,
-            health_interval=self.config.provider_health_interval,
-            in_process=self._in_process_providers(),
-            nats_auth=self.config.nats_auth,
-            signing=self._signing,
-        )
-        self.providers.otlp_endpoint = self.config.otlp_endpoint
         self.spy = await Spy.attach(self)  # `lattice spy`: taps only watched components
-        for subject, queue, cb in self.ctl.subscriptions():
-            self._subs.append(await self.nc.subscribe(subject, queue=queue or "", cb=cb))
-        await self.nc.flush()
-        await self.publish_event(
-            "host_started", events.host_started(self.host_id, self.friendly_name, self.labels)
+
+    def _start_workers(self, url: str) -> None:
+        """`--workers N`: N-1 more processes serve this host's components (host/workers.py)."""
+        from host.worker import start_data
+
+        self.workers = WorkerSet(
+            self.config.workers,
+            start_data(self.config, url, self.identity),
+            self.host_id,
+            self.lattice,
         )
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
-        if self.config.beat_interval > 0:
-            self._beat = Beater(
-                url, self.lattice, self.host_id, self.config.beat_interval, self.config.nats_auth
-            )
-            self._beat.start()
-        self.nats_url = url
-        if self.config.admin_addr:
-            await self._start_admin(self.config.admin_addr)
-        self.started.set()
-        self._log.info(
-            "host started",
-            friendly_name=self.friendly_name,
-            nats_url=url,
-            embedded_nats=self.embedded is not None,
-            labels=self.labels,
-        )
+        self.components.workers = self.workers
+        self.workers.start()
 
     async def _ensure_nats(self) -> str:
         url = self.config.nats_url
@@ -278,8 +302,9 @@ class Host:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
-        if hasattr(self, "components"):
-            await self.components.stop_all()
+        if hasattr(self, "components"):  # workers drain their calls while ours drain
+            stops = [self.components.stop_all()]
+            await asyncio.gather(*stops, *([self.workers.stop()] if self.workers else []))
         if hasattr(self, "providers"):
             await self.providers.stop_all()
         gc.collect()  # drop dead stores now, not in wasmtime's threads at interpreter exit

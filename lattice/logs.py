@@ -15,10 +15,23 @@ import structlog
 LogFormat = Literal["json", "console"]
 
 
+_current: dict[str, str] = {"format": "console", "level": "info"}
+
+
+def current_format() -> str:
+    """The format last configured here (a worker process logs as its host does)."""
+    return _current["format"]
+
+
+def current_level() -> str:
+    return _current["level"]
+
+
 def configure(fmt: LogFormat = "console", level: str = "info") -> None:
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         raise ValueError(f"unknown log level {level!r}: use debug, info, warning or error")
+    _current.update(format=fmt, level=level)
     renderer: structlog.types.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()

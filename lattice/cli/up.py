@@ -369,6 +369,18 @@ def up(
             "running here reach a warm instance with no NATS hop (others go over NATS).",
         ),
     ] = True,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            envvar="LATTICE_WORKERS",
+            metavar="N",
+            help="Processes serving components behind this one host identity, each with "
+            "its own NATS connection and instance pools (a component's count is split "
+            "over them). Default: one per CPU.",
+            show_default=False,
+        ),
+    ] = None,
     admin_addr: AdminAddr = None,
     js_replicas: JsReplicas = None,
     creds: CredsFile = None,
@@ -413,6 +425,7 @@ def up(
     """
     from host.config import HostConfig, Limits, artifact_settings, parse_labels
     from host.host import Host
+    from host.workers import default_workers
     from lattice import logs
 
     if log_format not in ("json", "console"):
@@ -441,6 +454,7 @@ def up(
             admin_addr=check_admin_addr(admin_addr),
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
+            workers=default_workers() if workers is None else workers,
             **{  # --secure: the login it made for this host
                 "nats_auth": NatsAuth.from_values(
                     creds=creds or where.creds,

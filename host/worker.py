@@ -1,0 +1,181 @@
+"""One worker process of a host started with `--workers N` (`python -m host.worker`).
+
+It reads its start data (one base64 JSON line) and then commands on stdin, and answers
+on stdout, as host/workers.py describes. It runs components the way its host does,
+under the host's identity, but answers no control subject, sends no heartbeat and
+publishes no event: the host does that for all its workers. End of stdin (the host
+stopping, or dying) stops it after its in-flight calls end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from host.config import ArtifactSettings, HostConfig, Limits
+from host.host import Host
+from host.identity import HostIdentity, load_identity
+from lattice import logs, natsauth
+from lattice.natsauth import NatsAuth
+from lattice.protocol.messages import ScaleComponentRequest, UpdateComponentRequest
+from lattice.state import LatticeState
+
+log = structlog.get_logger("lattice.worker")
+
+STATUS_INTERVAL_S = 0.5
+
+
+def start_data(config: HostConfig, nats_url: str, identity: HostIdentity) -> dict[str, Any]:
+    """What a worker needs to serve as `identity` (the seed: it signs shared compiles)."""
+    return {
+        "seed": identity._seed.decode(),
+        "nats_url": nats_url,
+        "lattice": config.lattice,
+        "data_dir": str(config.data_dir),
+        "cache_dir": str(config.cache_dir),
+        "limits": dataclasses.asdict(config.limits),
+        "artifacts": dataclasses.asdict(config.artifacts),
+        "nats_auth": {k: str(v) for k, v in dataclasses.asdict(config.nats_auth).items() if v},
+        "otlp_endpoint": config.otlp_endpoint,
+        "log": {"format": logs.current_format(), "level": logs.current_level()},
+    }
+
+
+def config_of(data: dict[str, Any]) -> HostConfig:
+    artifacts = data["artifacts"]
+    return HostConfig(
+        nats_url=data["nats_url"],
+        lattice=data["lattice"],
+        data_dir=Path(data["data_dir"]),
+        compile_cache_dir=Path(data["cache_dir"]),
+        limits=Limits(**data["limits"]),
+        artifacts=ArtifactSettings(
+            insecure_registries=tuple(artifacts["insecure_registries"]),
+            allow_latest=artifacts["allow_latest"],
+            shared_compile=artifacts["shared_compile"],
+            registry_configs=dict(artifacts["registry_configs"]),
+            allowed_issuers=tuple(artifacts["allowed_issuers"]),
+        ),
+        nats_auth=NatsAuth(**{k: Path(v) for k, v in data["nats_auth"].items()}),
+        otlp_endpoint=data.get("otlp_endpoint"),
+        embedded_nats=False,
+        beat_interval=0,
+        http_in_host=False,
+    )
+
+
+def _say(msg: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError, ValueError):  # the host is gone: nobody to tell
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+
+class WorkerHost(Host):
+    """A host's extra process: its component runtime without its control plane."""
+
+    def __init__(self, config: HostConfig, identity: HostIdentity, index: int) -> None:
+        super().__init__(config, identity)
+        self.index = index
+        self._log = log.bind(host_id=self.host_id, lattice=self.lattice, worker=index)
+        self._sent: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self.nc = await natsauth.connect(
+            self.config.nats_url,
+            self.config.nats_auth,
+            name=f"lattice-host {self.friendly_name} worker {self.index}",
+            connect_timeout=self.config.nats_connect_timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=self._on_nats_error,
+            disconnected_cb=self._on_disconnect,
+            reconnected_cb=self._on_reconnect,
+        )
+        self.state = LatticeState(self.nc, self.lattice)
+        await self.state.start()
+        await self._start_runtime()
+        self.started.set()
+
+    async def stop(self, reason: str = "worker stopped") -> None:
+        self._stopping = True
+        await self.components.stop_all()
+        await self.state.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.close(), 5.0)
+        self.ticker.stop()
+        if self.tracing is not None:
+            await self.tracing.close(2.0)
+        self._log.info("worker stopped", reason=reason)
+
+    async def publish_event(self, event_type: str, data: dict[str, Any]) -> None:
+        """Told to the host, which speaks for the whole host on the lattice."""
+        _say({"event": event_type, "data": data})
+
+    def report_status(self) -> None:
+        warm = {cid: rc.pool.warm for cid, rc in self.components.running.items()}
+        if warm != self._sent:
+            self._sent = warm
+            _say({"status": warm})
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        """Commands from stdin until it closes."""
+        status = asyncio.create_task(self._status_loop())
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while line := await reader.readline():
+                task = asyncio.create_task(self._command(line))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            status.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _command(self, line: bytes) -> None:
+        msg: dict[str, Any] = {}
+        try:
+            msg = json.loads(line)
+            if msg["op"] == "scale":
+                await self.components.scale(ScaleComponentRequest.model_validate(msg["req"]))
+            elif msg["op"] == "update":
+                await self.components.update(UpdateComponentRequest.model_validate(msg["req"]))
+        except Exception:
+            self._log.exception("bad command from the host")
+        self.report_status()
+        _say({"done": msg.get("seq", 0)})
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL_S)
+            self.report_status()
+
+
+async def _main() -> int:
+    reader = asyncio.StreamReader(limit=2**20)
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    data = json.loads(base64.b64decode(await reader.readline()))
+    logs.configure(data["log"]["format"], data["log"]["level"])
+    worker = WorkerHost(config_of(data), load_identity(data.pop("seed")), int(data["worker"]))
+    try:
+        await worker.start()
+    except Exception as exc:
+        _say({"ready": False, "error": str(exc) or type(exc).__name__})
+        return 1
+    _say({"ready": True})
+    try:
+        await worker.serve(reader)
+    finally:
+        await worker.stop("stdin closed (host stopping or gone)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(_main()))
