@@ -29,13 +29,14 @@ from host.events_stream import ensure as ensure_events_stream
 from host.identity import HostIdentity, builtin_labels, load_identity
 from host.liveness import Beater
 from host.metrics import HostMetrics
+from host.policy import PolicyGate
 from host.providers import InProcessFactory, ProviderManager
 from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from host.spy import Spy
 from host.workers import WorkerSet
-from lattice import natsauth, natsd, tracing
+from lattice import natsauth, natsd, policy, tracing
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
 from lattice.protocol.messages import HostInventory, HostPing
@@ -130,7 +131,10 @@ class Host:
                 " (the NATS server needs JetStream enabled: nats-server -js)"
             ) from None
         await ensure_events_stream(self.nc, self.lattice)  # `lattice events --since`
+        self.policy = PolicyGate.for_host(self)  # --policy-subject (host/policy.py)
         await self._start_runtime()
+        if self.policy.active:  # the service decides on each start, seeing its claims
+            self.bridge.admit = self.policy.admit
         self.providers = ProviderManager(
             nc=self.nc,
             lattice=self.lattice,
@@ -221,9 +225,9 @@ class Host:
 
     async def _ensure_nats(self) -> str:
         url = self.config.nats_url
-        try:
-            local = natsd.is_local(url)
-        except natsd.NatsServerError as exc:
+        try:  # an embedded server stands in only for one local URL, never for a list
+            local = natsd.is_local(url) and len(natsauth.server_list(url)) == 1
+        except (natsd.NatsServerError, ValueError) as exc:
             raise HostStartError(str(exc)) from None
         if await natsd.answers(url, timeout=self.config.nats_connect_timeout if not local else 1.0):
             return url
@@ -376,9 +380,14 @@ class Host:
         return {"builtin://http-server": http_server}
 
     def component_config(self, component_id: str) -> dict[str, str]:
-        """The component's named config, merged in order, secrets left out."""
-        public, _ = merge_config(self.components.config_names(component_id), self.state.configs)
-        return public
+        """The component's named config, merged in order, secrets left out, only the
+        names its capability policy lets it read (lattice/policy.py)."""
+        configs = self.state.configs
+        names = self.components.config_names(component_id)
+        names, found, refused = policy.readable(configs, component_id, names)
+        view = policy.ConfigView(merge_config(names, configs)[0])
+        view.policy, view.refused = found, refused
+        return view
 
     def link_name(self, component_id: str, namespace: str, package: str) -> str:
         """The link name a component uses for a package: `link-name.{ns}:{pkg}` in its

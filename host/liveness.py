@@ -27,7 +27,7 @@ import time
 import nats
 import structlog
 
-from lattice.natsauth import ANONYMOUS, NatsAuth
+from lattice.natsauth import ANONYMOUS, NatsAuth, server_list
 from lattice.protocol import events
 
 log = structlog.get_logger("lattice.host.liveness")
@@ -85,7 +85,7 @@ class Beater:
         while nc is None and not self._stop.is_set():
             try:
                 nc = await nats.connect(
-                    self.nats_url,
+                    server_list(self.nats_url),
                     **self.auth.connect_kwargs(),
                     name=f"lattice-beat {self.host_id[:12]}",
                     connect_timeout=2,

@@ -196,6 +196,15 @@ class NatsConnectError(ConnectionError):
     """The first connection failed; the message is `explain`'s sentence."""
 
 
+def server_list(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` → each server, so a client can start on any node of
+    a cluster (nats-py takes a list; a comma-joined string is not one URL)."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers:
+        raise ValueError(f"no NATS server URL in {url!r}")
+    return servers
+
+
 async def connect(
     url: str,
     auth: NatsAuth = ANONYMOUS,
@@ -221,7 +230,7 @@ async def connect(
     connected = False
     attempt = asyncio.ensure_future(
         nats.connect(
-            url,
+            server_list(url),
             connect_timeout=connect_timeout,
             error_cb=on_error,
             **auth.connect_kwargs(),

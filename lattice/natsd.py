@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lattice.natsauth import server_list
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
 
 
@@ -53,6 +55,11 @@ def split_url(url: str) -> tuple[str, int]:
 
 
 def is_local(url: str) -> bool:
+    """Whether every server `url` names (comma-separated) is on this machine."""
+    return all(_is_local(u) for u in server_list(url))
+
+
+def _is_local(url: str) -> bool:
     host, _ = split_url(url)
     if host in LOCAL_HOSTS:
         return True
@@ -62,7 +69,15 @@ def is_local(url: str) -> bool:
 
 
 async def answers(url: str, timeout: float = 1.0) -> bool:
-    """True when a NATS server greets us (its INFO line) at `url` within `timeout`."""
+    """True when a NATS server greets us (its INFO line) at `url`, or at any of the
+    comma-separated servers it names, within `timeout` each."""
+    for one in server_list(url):
+        if await _answers(one, timeout):
+            return True
+    return False
+
+
+async def _answers(url: str, timeout: float) -> bool:
     host, port = split_url(url)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)

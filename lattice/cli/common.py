@@ -97,7 +97,8 @@ NatsUrl = Annotated[
         "--nats-url",
         envvar="LATTICE_NATS_URL",
         metavar="URL",
-        help=f"NATS server to talk to (default: the context's, else {DEFAULT_URL}).",
+        help="NATS server to talk to; comma-separate several nodes of a cluster to start "
+        f"on any that answers (default: the context's, else {DEFAULT_URL}).",
         show_default=False,
     ),
 ]

@@ -261,7 +261,7 @@ class Runner:
         try:
             self._nc = await asyncio.wait_for(
                 nats.connect(
-                    hd.nats_url,
+                    natsauth.server_list(hd.nats_url),
                     name=f"provider {hd.provider_id}",
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
