@@ -90,6 +90,8 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "caller": ComponentSpec("caller", "caller-world", (None,)),
     "pingpong": ComponentSpec("pingpong", "pingpong-world", (None,)),
     "settings": ComponentSpec("settings", "settings-world", (None,)),
+    # imports what it exports: a link to itself or to another hop (self-calls, cycles)
+    "hop": ComponentSpec("hop", "hop-world", (None,), COMPONENTS_DIR / "wit-hop"),
     # the echo interface in hand-written WAT, no language runtime: what a call costs the host
     "echo_min": ComponentSpec("echo_min", "lattice:examples/echo", (None,), language="wat"),
     # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)

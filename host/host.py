@@ -201,6 +201,7 @@ class Host:
             bridge=self.bridge,
         )
         self.components.metrics = self.bridge.metrics = self.metrics
+        self.bridge.local = self.components  # links to components here skip NATS
         self.tracing = tracing.start(
             self.config.otlp_endpoint,
             service="lattice-host",

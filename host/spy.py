@@ -7,7 +7,8 @@ in host/runtime/imports.py) to the spy's inbox. Both hooks ask `active(component
 first: a lookup in a dict that is empty when nobody spies, so the cost falls only on
 the component spied on, and a spy that has gone costs nothing once its lease ends.
 
-The watch table is replaced, never mutated, so worker threads read it without a lock.
+The watch table is replaced, never mutated, so worker threads read it without a lock
+(a same-host link call taps its callee inbound on the caller's thread).
 Records are built on the calling thread and published from the host's event loop. It
 never changes a call: the caller gets the same reply, at the same moment, spied or not.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,7 +69,6 @@ class Spy:
         self.host_id = host_id
         self.loop = asyncio.get_running_loop()
         self._watching: dict[str, dict[str, float]] = {}  # component -> inbox -> expiry
-        self._local = threading.local()  # set while an outbound tap runs its call
         self._sub: Subscription | None = None
 
     @classmethod
@@ -106,7 +105,7 @@ class Spy:
     def active(self, component_id: str) -> bool:
         """Whether calls of `component_id` are to be tapped now (cheap when nobody spies)."""
         inboxes = self._watching.get(component_id)
-        if not inboxes or getattr(self._local, "inside", False):
+        if not inboxes:
             return False
         now = time.monotonic()
         return any(e > now for e in inboxes.values())
@@ -147,10 +146,10 @@ class Spy:
         wire_args: list[Any],
         timeout_ms: int,
     ) -> Any:
-        """Run one outbound link call through `invoke` (the bridge's own) and record it."""
+        """Run one outbound link call through `invoke` (the bridge's own, untapped: a
+        same-host callee running inside it is tapped on its own) and record it."""
         started = time.perf_counter()
         outcome, error, reply = "ok", "", None
-        self._local.inside = True
         try:
             reply = invoke(component_id, iface, operation, wire_args, timeout_ms)
             return reply
@@ -158,7 +157,6 @@ class Spy:
             outcome, error = "error", str(exc)
             raise
         finally:
-            self._local.inside = False
             with contextlib.suppress(Exception):
                 bridge = getattr(invoke, "__self__", None)
                 name, target = "", ""

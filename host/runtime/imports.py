@@ -8,9 +8,21 @@ the next call — and sends the arguments, msgpack-encoded by the value codec, t
 link's target on `{lattice}.{target}.rpc.{ns}:{pkg}/{iface}.{fn}` with the headers
 `source-id` and `link-name`.
 
-`wasi:keyvalue` buckets are resources the host owns: `open` asks the target to accept
-the identifier and hands the guest a handle; methods on the handle are forwarded with
-the identifier as their first argument (docs/protocol.md).
+`wasi:keyvalue` buckets are resources the host owns: `open` hands the guest a handle,
+and methods on the handle are forwarded with the identifier as their first argument
+(docs/protocol.md). `open` asks the target to accept the identifier once per link:
+while the link is the one that accepted it, later opens are answered here with no round
+trip, so a get or a set costs one. (Answering every open here and leaving the refusal
+to the first operation would lose it for `bucket.get`: wasmtime-py 50 cannot hand a
+guest the `err` of its `result<option<list<u8>>, error>`, see docs/codec.md.)
+
+A link whose target is a component with a pool on this host (`local`, the host's
+component manager) is served in-process: the callee runs on the caller's worker thread
+(`InstancePool.run_inline`), with the same errors, deadline, metrics, spy records and
+spans as over NATS. It goes over NATS instead when the callee has no seat free (its
+other hosts may have one, and a self-call or a cycle never waits on a seat it holds),
+or when `MAX_INLINE_DEPTH` inline calls are already nested on this thread (each nests
+a wasm stack on the thread's own).
 
 Failures are never a hang. No link, or a target nobody serves, fails at once; a silent
 target fails after the component's deadline. A target that answers `not-linked` (it
@@ -50,7 +62,8 @@ from wasmtime.component import (
 )
 
 from host.runtime import services
-from host.runtime.pool import blocked, current_trace
+from host.runtime.exports import UnknownFunction, resolve
+from host.runtime.pool import InstancePool, PoolBusy, PoolClosed, blocked, current_trace
 from host.wasi.layer import HOST_PREFIXES
 from lattice import codec
 from lattice.protocol import handoff
@@ -68,8 +81,11 @@ from lattice.valtype import FuncSig, Prim, ResourceT, ResultT, ValT, VariantT
 # provides; the bridge never forwards these.
 WASI_HOST_PREFIXES = HOST_PREFIXES
 KEYVALUE_STORE = "wasi:keyvalue/store"
-OPEN_CACHE_SECONDS = 5.0  # a bucket the target accepted is not asked about again this soon
 BUCKET_TYPE_ID = 1
+MAX_INLINE_DEPTH = 4
+"""Same-host link calls nested on one thread before the next goes over NATS: each nests
+a callee's wasm stack (up to wasmtime's 512 KiB) on the worker's 8 MiB one."""
+_inline = threading.local()  # `depth`: inline link calls running on this thread
 _IFACE = re.compile(r"^(?P<ns>[a-z0-9-]+):(?P<pkg>[a-z0-9-]+)/(?P<iface>[a-z0-9-]+)(@.+)?$")
 # (wasi:config/store and wasi:logging/logging are served by the host: see services.py)
 
@@ -186,6 +202,7 @@ class ImportBridge:
     """Defines forwarding imports in a component's linker; one per host."""
 
     spy: Any = None  # host/spy.py sets it: taps the link calls of spied components
+    local: Any = None  # host/components.py's manager: same-host targets run in-process
     metrics: Any = None  # host/metrics.py: counts link calls by source, link name, target
     tracing: Any = None  # lattice/tracing.py with --otlp-endpoint: a client span per link call
 
@@ -208,7 +225,9 @@ class ImportBridge:
         self.link_name = link_name
         self.component_config = component_config or (lambda _cid: {})
         self._buckets: dict[int, str] = {}
-        self._accepted: dict[tuple[str, str, str, str], float] = {}
+        # (component, link name, bucket) -> the link whose target accepted it: a link
+        # put replaces the Link object, so any change of the link asks again
+        self._accepted: dict[tuple[str, str, str], Link] = {}
         self._reps = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -267,13 +286,9 @@ class ImportBridge:
                 wire = [
                     self._to_wire(store, t, a) for (_, t), a in zip(sig.params, args, strict=True)
                 ]
-                if is_open and self._recently_accepted(component_id, iface, args[0]):
-                    return self._opened(sig, {"ok": None}, args[0])
-                reply = self._invoke(component_id, iface, operation, wire, timeout_ms())
-                if is_open and reply == {"ok": None}:
-                    self._remember_accepted(component_id, iface, args[0])
                 if is_open:
-                    return self._opened(sig, reply, args[0])
+                    return self._open(component_id, iface, operation, sig, wire, timeout_ms())
+                reply = self._invoke(component_id, iface, operation, wire, timeout_ms())
                 if sig.result is None:
                     return None
                 try:
@@ -297,30 +312,28 @@ class ImportBridge:
 
         return call
 
-    def _open_key(
-        self, component_id: str, iface: ImportedInterface, identifier: str
-    ) -> tuple[str, str, str, str] | None:
-        name = self.link_name(component_id, iface.namespace, iface.package)
-        link = find_link(
-            self.links, component_id, iface.namespace, iface.package, iface.interface, name
-        )
-        return None if link is None else (component_id, link.target, name, identifier)
-
-    def _recently_accepted(
-        self, component_id: str, iface: ImportedInterface, identifier: str
-    ) -> bool:
-        """Skip the `open` round trip for a bucket this target accepted moments ago."""
-        key = self._open_key(component_id, iface, identifier)
-        return key is not None and self._accepted.get(key, 0.0) > time.monotonic()
-
-    def _remember_accepted(
-        self, component_id: str, iface: ImportedInterface, identifier: str
-    ) -> None:
-        key = self._open_key(component_id, iface, identifier)
-        if key is not None:
+    def _open(
+        self,
+        component_id: str,
+        iface: ImportedInterface,
+        operation: str,
+        sig: FuncSig,
+        wire: list[Any],
+        timeout_ms: int,
+    ) -> Any:
+        """A bucket handle; the target is asked only about a bucket this link has not
+        accepted yet (no link fails here, naming the import)."""
+        identifier = wire[0]
+        _, name, link = self._resolve(component_id, iface, timeout_ms)
+        key = (component_id, name, identifier)
+        if self._accepted.get(key) is link:
+            return self._opened(sig, {"ok": None}, identifier)
+        reply = self._invoke(component_id, iface, operation, wire, timeout_ms)
+        if reply == {"ok": None}:
             if len(self._accepted) > 10_000:
                 self._accepted.clear()
-            self._accepted[key] = time.monotonic() + OPEN_CACHE_SECONDS
+            self._accepted[key] = link
+        return self._opened(sig, reply, identifier)
 
     # -- values ---------------------------------------------------------------
 
@@ -358,33 +371,65 @@ class ImportBridge:
         holds the link the first call went over, and later calls go to the same target."""
         if self.spy is not None and self.spy.active(component_id):  # `lattice spy`
             return self.spy.outbound(
-                self._invoke, component_id, iface, operation, wire_args, timeout_ms
+                self._route, component_id, iface, operation, wire_args, timeout_ms
             )
+        return self._route(component_id, iface, operation, wire_args, timeout_ms, pin)
+
+    def _resolve(
+        self, component_id: str, iface: ImportedInterface, timeout_ms: int
+    ) -> tuple[Identity, str, Link]:
+        """The import's link name and link; ImportFailure naming the import when none."""
         name = self.link_name(component_id, iface.namespace, iface.package)
         ident: Identity = (component_id, iface.namespace, iface.package, name)
         link = find_link(
             self.links, component_id, iface.namespace, iface.package, iface.interface, name
         )
-        if pin:
-            link = pin[0]
-        where = f"component {component_id} import {iface.short} (link name {name!r})"
         if link is None:
             link = self._fresh(ident, iface.interface, timeout_ms)  # the copy may lag
         if link is None:
             raise ImportFailure(
-                f"{where}: no link; add one with `lattice link put {component_id} <target> "
+                f"{_where(component_id, iface, name)}: no link; add one with "
+                f"`lattice link put {component_id} <target> "
                 f"{iface.namespace} {iface.package} --interface {iface.interface}"
                 + ("" if name == "default" else f" --name {name}")
                 + "`"
             )
+        return ident, name, link
+
+    def _route(
+        self,
+        component_id: str,
+        iface: ImportedInterface,
+        operation: str,
+        wire_args: list[Any],
+        timeout_ms: int,
+        pin: list[Link] | None = None,
+    ) -> Any:
+        """One link call: in-process to a pool on this host, else over NATS."""
+        if pin:
+            name = self.link_name(component_id, iface.namespace, iface.package)
+            ident: Identity = (component_id, iface.namespace, iface.package, name)
+            link = pin[0]
+        else:
+            ident, name, link = self._resolve(component_id, iface, timeout_ms)
+        where = _where(component_id, iface, name)
         headers = {SOURCE_HEADER: component_id, LINK_NAME_HEADER: name}
-        payload = codec.pack(wire_args)
+        payload: bytes | None = None
         deadline = time.monotonic() + timeout_ms / 1000
         attempt = 0
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
             target = link.target
+            pool = self.local.pool_of(target) if self.local is not None else None
+            if pool is not None:
+                done, value = self._call_local(
+                    pool, target, operation, wire_args, headers, remaining, timeout_ms, where
+                )
+                if done:
+                    return value
+            if payload is None:
+                payload = codec.pack(wire_args)
             try:
                 msg = self._request(
                     f"{self.lattice}.{target}.rpc.{operation}", payload, headers, remaining
@@ -394,10 +439,7 @@ class ImportBridge:
                 msg, miss = None, handoff.Miss.NO_RESPONDERS
             except (nats.errors.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
                 self._count(component_id, name, target, operation, "timeout")
-                raise ImportFailure(
-                    f"{where}: target {target} did not answer {operation} within "
-                    f"{timeout_ms / 1000:g}s (the outcome is unknown)"
-                ) from None
+                raise ImportFailure(_no_answer(where, target, operation, timeout_ms)) from None
             except nats.errors.Error as exc:
                 raise ImportFailure(f"{where}: {operation} failed: {exc}") from None
             if msg is not None:
@@ -430,6 +472,109 @@ class ImportBridge:
     def _count(self, source: str, name: str, target: str, op: str, kind: str | None) -> None:
         if self.metrics is not None:
             self.metrics.link_called(source, name, target, op, kind)
+
+    def _call_local(
+        self,
+        pool: InstancePool,
+        target: str,
+        operation: str,
+        wire_args: list[Any],
+        headers: dict[str, str],
+        remaining: float,
+        timeout_ms: int,
+        where: str,
+    ) -> tuple[bool, Any]:
+        """Serve a link call with `target`'s pool on this host, on this thread.
+
+        `(True, wire result)` when it ran; `(False, None)` when it should go over NATS
+        (no seat free, the pool draining, or too deeply nested). Failures raise
+        ImportFailure worded as the NATS path words them, and are counted on both sides
+        as a served call and a link call are, so metrics, `lattice spy` and traces see a
+        same-host call as they see any other.
+        """
+        depth = getattr(_inline, "depth", 0)
+        if depth >= MAX_INLINE_DEPTH or remaining <= 0:
+            return False, None
+        source, name = headers[SOURCE_HEADER], headers[LINK_NAME_HEADER]
+        metrics, spy, tracing = self.metrics, self.spy, self.tracing
+        spied = False
+        started = 0.0
+        function = [operation, source]  # a call refused before it ran: "other", no caller
+
+        def finished(body: Any, error: InvocationError | None) -> None:  # the callee's side
+            if metrics is not None:
+                kind = None if error is None else str(error.kind)
+                elapsed = time.perf_counter() - started if started else 0.0
+                metrics.invoked(target, function[0], function[1], kind, elapsed)
+
+        done: Callable[[Any, InvocationError | None], None] = finished
+        client_span: Any = None
+
+        def begin() -> Any:
+            """Once the call has its seat: the taps, as the NATS path sets them up."""
+            nonlocal done, client_span, spied, started
+            started = time.perf_counter()
+            if spy is not None and spy.active(target):
+                spied = True
+                done = spy.inbound(
+                    target, operation, _LocalMsg(codec.pack(wire_args), headers), done
+                )
+            if tracing is None:
+                return None
+            # the caller's client span, and the callee's server span as its child
+            attrs = _link_attrs(f"{self.lattice}.{target}.rpc.{operation}", headers)
+            client_span = tracing.client(f"call {operation}", current_trace(), attrs)
+            done, trace = tracing.inbound(
+                self._server_attrs(target, source),
+                operation,
+                tracing.headers(client_span, headers),
+                done,
+            )
+            return trace
+
+        error: InvocationError | None = None
+        try:
+            export = resolve(pool.exports, operation)
+        except UnknownFunction as exc:
+            error = InvocationError(ErrorKind.UNKNOWN_FUNCTION, f"{target}: {exc}")
+            value: Any = None
+            function[:] = ["other", ""]
+            begin()
+        else:
+            cap = int(remaining * 1000)
+            _inline.depth = depth + 1
+            try:
+                with blocked():  # the caller's instance is held meanwhile: its pool may grow
+                    value, error = pool.run_inline(export, wire_args, cap_ms=cap, begin=begin)
+            except (PoolBusy, PoolClosed):
+                return False, None
+            finally:
+                _inline.depth = depth
+            if (
+                error is not None
+                and error.kind is ErrorKind.TIMEOUT
+                and cap < pool.limits.timeout_ms
+            ):
+                error = _CALLER_DEADLINE  # the caller's deadline, not the callee's, ran out
+        done(codec.pack(value) if spied and error is None else value, error)
+        if client_span is not None:
+            tracing.finish(client_span, None if error is None else str(error.kind))
+        if error is _CALLER_DEADLINE:
+            self._count(source, name, target, operation, "timeout")
+            raise ImportFailure(_no_answer(where, target, operation, timeout_ms))
+        self._count(source, name, target, operation, None if error is None else str(error.kind))
+        if error is not None:
+            raise ImportFailure(f"{where}: {target} failed {operation}: {error}")
+        return True, value
+
+    def _server_attrs(self, target: str, source: str) -> dict[str, str]:
+        """What the callee's invocation span says, as host/components.py says it."""
+        return {
+            "lattice.name": self.lattice,
+            "lattice.host_id": getattr(self.local, "host_id", ""),
+            "lattice.component_id": target,
+            "lattice.source_id": source,
+        }
 
     def _request(
         self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
@@ -469,6 +614,28 @@ class ImportBridge:
             fut.cancel()
             return None
         return link if link is not None and interface in link.interfaces else None
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalMsg:
+    """What `lattice spy`'s inbound tap reads of a call's message, for a same-host call."""
+
+    data: bytes
+    headers: dict[str, str]
+
+
+_CALLER_DEADLINE = InvocationError(ErrorKind.TIMEOUT, "the caller's deadline passed")
+
+
+def _where(component_id: str, iface: ImportedInterface, name: str) -> str:
+    return f"component {component_id} import {iface.short} (link name {name!r})"
+
+
+def _no_answer(where: str, target: str, operation: str, timeout_ms: int) -> str:
+    return (
+        f"{where}: target {target} did not answer {operation} within "
+        f"{timeout_ms / 1000:g}s (the outcome is unknown)"
+    )
 
 
 def _link_attrs(subject: str, headers: Mapping[str, str]) -> dict[str, str]:

@@ -29,6 +29,14 @@ of messages (or found every worker between two calls); the workers never left, a
 (383-430 µs against 203-210 µs for the componentize-py echo) at 0.6x the calls/s. A
 worker above the eager number also leaves once no stuck call needs it: after a call
 that left nothing queued, or after `IDLE_EXIT` without work.
+
+Same-host link calls (`run_inline`): a component calling another component that has a
+pool here runs the callee on the caller's own worker thread, with no NATS round trip and
+no thread hop. The callee's `count` still bounds it: an inline call takes a *seat*
+(running calls + queued calls + inline calls ≤ `count`), and with no seat free it raises
+`PoolBusy` so the caller goes over NATS instead, where other hosts' replicas can take it
+and a self-call or a cycle can never wait on a seat it holds itself. Its deadline is the
+callee's own, capped by what is left of the caller's.
 """
 
 from __future__ import annotations
@@ -102,8 +110,16 @@ def current_trace() -> Any:
     return getattr(_worker_pool, "trace", None)
 
 
+def _no_done(_result: Any, _error: InvocationError | None) -> None:
+    """`Work.done` of an inline call, which returns its outcome instead."""
+
+
 class PoolClosed(Exception):
     """The pool is draining; the caller should use the component's current pool."""
+
+
+class PoolBusy(Exception):
+    """Every seat is taken (`run_inline`): send the call over NATS instead."""
 
 
 @dataclass(slots=True)
@@ -163,6 +179,8 @@ class InstancePool:
         self._busy_cpu: dict[int, float] = {}  # worker -> its thread CPU time then
         self._clocks: dict[int, int] = {}  # worker -> its thread CPU clock
         self._blocked = 0
+        self._inline = 0  # calls running on their callers' threads (run_inline)
+        self._inline_drained: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._stopping = False
         # finished calls on their way back to the loop
         self._finished: collections.deque[tuple[Done, Any, InvocationError | None]] = (
@@ -183,7 +201,13 @@ class InstancePool:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._in_flight + self._inline
+
+    def call_timeout_ms(self) -> int:
+        """The deadline of the call this thread runs: the component's own, capped for an
+        inline call by what is left of its caller's (`run_inline`)."""
+        cap = getattr(_worker_pool, "cap_ms", None)
+        return self.limits.timeout_ms if cap is None else min(cap, self.limits.timeout_ms)
 
     async def resize(self, max_instances: int) -> None:
         with self._cv:
@@ -201,10 +225,19 @@ class InstancePool:
 
     async def drain(self) -> None:
         """Refuse new calls, wait for queued and running ones, then release everything."""
-        self.closed = True
+        with self._cv:  # run_inline checks `closed` and takes its seat under the lock
+            self.closed = True
         while self._in_flight > 0:
             self._drained = asyncio.Event()
             await self._drained.wait()
+        loop = asyncio.get_running_loop()
+        while True:  # inline calls, bounded by their deadlines
+            with self._cv:
+                if self._inline == 0:
+                    break
+                event = asyncio.Event()
+                self._inline_drained = (loop, event)
+            await event.wait()
         with self._cv:
             self._stopping = True
             self._idle.clear()
@@ -309,6 +342,49 @@ class InstancePool:
         self.submit(export, wire_args, done, raw=False)
         return await asyncio.wrap_future(fut)
 
+    def run_inline(
+        self,
+        export: Export,
+        wire_args: Any,
+        *,
+        cap_ms: int | None = None,
+        begin: Callable[[], Any] | None = None,
+    ) -> tuple[Any, InvocationError | None]:
+        """Run `export` on the calling thread (another pool's worker, in a same-host link
+        call): `(wire result, None)`, or `(None, error)` for the call's own failure (not
+        raised: the frozen InvocationError cannot pass through a `with` block's exit).
+        Blocking; never on the event loop.
+
+        Raises PoolClosed (draining: use the current pool), PoolBusy (no seat free: go
+        over NATS). `cap_ms` caps the
+        deadline at what is left of the caller's; `begin()` runs once the call has its
+        seat, and what it returns is what `current_trace()` answers meanwhile, for the
+        callee's own link calls.
+        """
+        with self._cv:
+            if self.closed or self._stopping:
+                raise PoolClosed
+            if len(self._busy_since) + len(self._queue) + self._inline >= self.max_instances:
+                raise PoolBusy
+            self._inline += 1
+        saved = getattr(_worker_pool, "trace", None), getattr(_worker_pool, "cap_ms", None)
+        try:
+            trace = begin() if begin is not None else None
+            _worker_pool.trace, _worker_pool.cap_ms = trace, cap_ms
+            result, error = self._run(Work(export, wire_args, False, _no_done, trace))
+        finally:
+            _worker_pool.trace, _worker_pool.cap_ms = saved
+            with self._cv:
+                self._inline -= 1
+                if self._queue:
+                    self._cv.notify()  # a worker may have waited for this seat
+                waiter = self._inline_drained if self._inline == 0 else None
+                self._inline_drained = None if waiter else self._inline_drained
+            if waiter is not None:  # `drain` waits for the last inline call
+                with contextlib.suppress(RuntimeError):
+                    waiter[0].call_soon_threadsafe(waiter[1].set)
+        return result, error
+
     # -- worker side ----------------------------------------------------------
 
     def _worker(self) -> None:
@@ -331,7 +407,9 @@ class InstancePool:
                     if self._stopping or self._workers > self.max_instances:
                         self._workers -= 1
                         return
-                    if self._queue:
+                    # an inline call holds a seat too (only with inline calls can the
+                    # running calls reach `count` while a worker is free)
+                    if self._queue and len(self._busy_since) + self._inline < self.max_instances:
                         work = self._queue.popleft()
                         self._busy_since[ident] = time.monotonic()
                         self._busy_cpu[ident] = time.thread_time()
@@ -437,7 +515,7 @@ class InstancePool:
                 raise InvocationError(ErrorKind.INTERNAL, f"export {export.operation} vanished")
             func = slot.funcs[export.operation] = BoundFunc(raw, slot.store)
         slot.output.clear()
-        slot.store.set_epoch_deadline(deadline_ticks(self.limits.timeout_ms))
+        slot.store.set_epoch_deadline(deadline_ticks(self.call_timeout_ms()))
         started = time.perf_counter()
         try:
             value = func.call(slot.store, *args)
@@ -460,7 +538,7 @@ class InstancePool:
         if traps.is_interrupt(text):
             kind = ErrorKind.TIMEOUT
             msg = (
-                f"{export.operation} exceeded its deadline of {self.limits.timeout_ms} ms "
+                f"{export.operation} exceeded its deadline of {self.call_timeout_ms()} ms "
                 f"(ran {elapsed * 1000:.0f} ms); the instance was discarded"
             )
         elif traps.is_out_of_memory(text, tail):

@@ -135,7 +135,7 @@ class WasiPool(InstancePool):
 
     def _invoke(self, slot: Slot, export: Export, args: list[Any]) -> Any:
         state = state_of(slot.store)
-        state.set_deadline(self.limits.timeout_ms)
+        state.set_deadline(self.call_timeout_ms())
         try:
             return super()._invoke(slot, export, args)
         finally:
