@@ -12,7 +12,8 @@ neither a component of the manifest nor a valid id, one generated config name wi
 different contents, version `latest`. Warnings: unknown `wasi`/`wasmcloud` interfaces
 (`wit.py`), a link target outside the manifest, spread rules that can match the same
 host, weight-0 rules, components without a scaler, a missing or numeric version,
-settings that do nothing for providers, `spec.policies`.
+settings that do nothing for providers, `spec.policies`. A capability `policy` on a
+provider, or on a component whose id cannot name its policy record, is an error.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lattice import policy
 from lattice.controller import naming, wit
 from lattice.controller.manifest import (
     VERSION_KEY,
@@ -55,6 +57,7 @@ def check(data: Mapping[str, Any]) -> tuple[list[Finding], list[Finding]]:
             _collect_configs(app, comp, p, configs, errors)
         _check_scalers(comp, p, errors, warnings)
         _check_links(comp, p, names, errors, warnings)
+        _check_policy(app, comp, p, errors)
     spec = data.get("spec")
     if isinstance(spec, Mapping) and spec.get("policies") is not None:
         warnings.append(("spec.policies", "policies are not supported and are ignored"))
@@ -226,6 +229,20 @@ def _check_overlaps(rules: list[SpreadRule], tp: str, warnings: list[Finding]) -
 def disjoint(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     """True when no host can satisfy both requirement sets (a label key they disagree on)."""
     return any(k in b and b[k] != v for k, v in a.items())
+
+
+def _check_policy(app: str | None, comp: Component, p: str, errors: list[Finding]) -> None:
+    if comp.properties.policy is None:
+        return
+    where = f"{p}.properties.policy"
+    if comp.type != "component":
+        errors.append((where, "a capability policy applies to Wasm components, not providers"))
+        return
+    if app is not None:
+        try:
+            policy.record_name(naming.workload_id(app, comp.name, comp.properties.id))
+        except policy.PolicyError as exc:
+            errors.append((where, str(exc)))
 
 
 def _check_links(

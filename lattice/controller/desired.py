@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lattice import policy
 from lattice.controller import naming
 from lattice.controller.manifest import (
     DEFAULT_WEIGHT,
@@ -152,6 +153,9 @@ def compile_app(manifest: Manifest) -> AppSpec:
             links.setdefault(link.identity, link)
         if all_ext:
             external[comp.name] = frozenset(all_ext)
+        record = _policy_record(app, cid, comp)
+        if record is not None:
+            configs.setdefault(record.name, record)
     return AppSpec(
         name=app,
         version=manifest.version,
@@ -178,6 +182,30 @@ def _configs(
             names.append(name)
             own.append(DesiredConfig(app, component, name, dict(c.properties)))
     return tuple(dict.fromkeys(names)), own, external
+
+
+def _policy_record(app: str, cid: str, comp: Component) -> DesiredConfig | None:
+    """A component's `properties.policy` as the config `policy=<id>` every host checks
+    (lattice/policy.py); its config entries by manifest name become their config names."""
+    spec = comp.properties.policy
+    if spec is None or comp.type != "component":
+        return None
+    try:
+        name = policy.record_name(cid)
+    except policy.PolicyError:
+        return None  # validation reports it
+    inline = {c.name for c in comp.properties.config if c.properties is not None}
+    for lp in comp.links:
+        inline.update(c.name for c in (lp.source.config if lp.source else []) if c.properties)
+    readable = None
+    if spec.config is not None:
+        readable = tuple(
+            naming.config_name(app, comp.name, n) if n in inline else n for n in spec.config
+        )
+    imports = None if spec.imports is None else tuple(spec.imports)
+    egress = None if spec.egress is None else tuple(spec.egress)
+    values = policy.ComponentPolicy(cid, imports, egress, readable).to_values()
+    return DesiredConfig(app, comp.name, name, values)
 
 
 def _scaler(comp: Component) -> Scaler:

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from lattice import policy
 from lattice.artifacts import refs
 from lattice.protocol.subjects import SubjectError, check_token
 
@@ -95,6 +96,43 @@ class ConfigProperty(_Model):
         return self
 
 
+def _patterns(key: str, values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    out = []
+    for v in values:
+        try:
+            out.extend(policy.check_patterns(key, [v]))
+        except policy.PolicyError as exc:
+            raise ValueError(str(exc).removeprefix(f"{key}: ")) from None
+    return out
+
+
+class CapabilityPolicy(_Model):
+    """What a component may do (lattice/policy.py); each list left out stays open,
+    except that egress without a list is its config's `allowed_hosts`, else none."""
+
+    imports: list[str] | None = Field(
+        default=None,
+        description="Interfaces it may import through links: wasi:keyvalue/store, "
+        "wasi:keyvalue/* (or wasi:keyvalue), wasi:*, *.",
+    )
+    egress: list[str] | None = Field(
+        default=None,
+        description="Hosts its outgoing HTTP may reach: host, host:port, *.domain, *.",
+    )
+    config: list[str] | None = Field(
+        default=None,
+        description="Named config it may read: this component's config entry names, "
+        "other config names, prefix*, *.",
+    )
+
+    @field_validator("imports", "egress", "config")
+    @classmethod
+    def _lists(cls, v: list[str] | None, info: Any) -> list[str] | None:
+        return _patterns(info.field_name, v)
+
+
 class ComponentProperties(_Model):
     image: str = Field(
         min_length=1,
@@ -107,6 +145,11 @@ class ComponentProperties(_Model):
         "image in several applications are shared.",
     )
     config: list[ConfigProperty] = Field(default_factory=list)
+    policy: CapabilityPolicy | None = Field(
+        default=None,
+        description="Capability policy of a Wasm component: what its links may grant, "
+        "where its HTTP may go, which config it may read.",
+    )
 
     @field_validator("id")
     @classmethod
