@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from host.policy import PolicySettings
 from lattice.artifacts.claims import check_issuer
 from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol.subjects import check_token
@@ -110,6 +111,7 @@ class HostConfig:
     embedded_config: Path | None = None  # --secure: the embedded server's auth config
     embedded_listen: str | None = None  # --secure: where the embedded server listens
     otlp_endpoint: str | None = None  # OTLP/HTTP receiver for spans (lattice/tracing.py)
+    policy: PolicySettings = field(default_factory=PolicySettings)  # --policy-* (host/policy.py)
     workers: int = 1  # processes serving components behind this identity (host/workers.py)
 
     def __post_init__(self) -> None:

@@ -17,7 +17,9 @@ unexpected becomes `success: false` with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -27,6 +29,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from host.providers import ProviderError
+from lattice import policy
 from lattice.protocol import envelope, subjects
 from lattice.protocol.envelope import CtlReply
 from lattice.protocol.links import (
@@ -50,6 +53,7 @@ from lattice.protocol.messages import (
     UpdateComponentRequest,
     parse,
 )
+from lattice.protocol.policy import PolicyAction, PolicyRequester, PolicyTarget
 from lattice.state import StateError
 
 if TYPE_CHECKING:
@@ -58,6 +62,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lattice.ctl")
 
 Handler = Callable[["ControlInterface", bytes, str | None], Awaitable[CtlReply | None]]
+
+# the message being handled: who asked is in its headers (lattice.policy.requester_of)
+_current: contextvars.ContextVar[Msg | None] = contextvars.ContextVar("ctl_msg", default=None)
 
 
 class Scope(Enum):
@@ -101,6 +108,7 @@ class ControlInterface:
 
     def _callback(self, lattice_wide: bool) -> Callable[[Msg], Awaitable[None]]:
         async def on_message(msg: Msg) -> None:
+            _current.set(msg)
             reply = await self.dispatch(msg.subject, msg.data, lattice_wide=lattice_wide)
             if reply is not None and msg.reply:
                 await self.host.nc.publish(msg.reply, reply.to_bytes())
@@ -177,8 +185,13 @@ class ControlInterface:
     async def component_scale(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(ScaleComponentRequest, data)
         refusal = self.host.components.check_scale(req)
+        if refusal is None and req.count > 0:
+            found = await self._policy(req.component_id)
+            refusal = policy.check_config(found, req.config, "component start")
         if refusal is not None:
             return envelope.fail(refusal)
+        if self.host.policy.active:  # the policy service hears of the config at admission
+            self.host.policy.starting[req.component_id] = tuple(req.config)
         self._background(self.host.components.scale(req))
         return envelope.ok(message=f"scaling {req.component_id} to {req.count}")
 
@@ -240,6 +253,9 @@ class ControlInterface:
     async def link_put(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(LinkPutRequest, data)
         try:
+            refusal = await self._link_refusal(req, data)
+            if refusal is not None:
+                raise StateError(refusal)
             link = await self.host.state.put_link(req, prepare=self.host.providers.prepare_link)
         except StateError as exc:
             await self.host.publish_event(
@@ -248,6 +264,41 @@ class ControlInterface:
             return envelope.fail(str(exc))
         await self.host.publish_event("linkdef_set", link.model_dump())
         return envelope.ok(message=f"link {link.describe()} set")
+
+    async def _policy(self, component_id: str) -> policy.ComponentPolicy | None:
+        """The component's capability policy as the bucket holds it now: the controller
+        writes it a moment before the link put or scale, maybe through another host."""
+        try:
+            name = policy.record_name(component_id)
+        except policy.PolicyError:
+            return None  # an id no policy can be written for
+        fresh = await self.host.state.fetch_configs([name])
+        return policy.policy_of(fresh, component_id)
+
+    async def _link_refusal(self, req: LinkPutRequest, data: bytes) -> str | None:
+        """Why the source's capability policy, or the policy service, refuses `req`."""
+        refusal = policy.check_link(await self._policy(req.source_id), req)
+        gate = self.host.policy
+        if refusal is not None or not gate.active:
+            return refusal
+        msg = _current.get()
+        subject = msg.subject if msg is not None else ""
+        who, verified = policy.requester_of(
+            msg.headers if msg is not None else None, subject, data, time.time()
+        )
+        return await gate.decide(
+            PolicyAction.PUT_LINK,
+            gate.source(req.source_id),
+            PolicyTarget(
+                target_id=req.target,
+                wit_namespace=req.wit_namespace,
+                wit_package=req.wit_package,
+                interfaces=tuple(req.interfaces),
+                link_name=req.name,
+                config=tuple(req.source_config),
+            ),
+            PolicyRequester(identity=who, verified=verified),
+        )
 
     async def link_del(self, data: bytes, target: str | None) -> CtlReply:
         req = parse(LinkDelRequest, data)
@@ -288,6 +339,9 @@ class ControlInterface:
             cfg = NamedConfig.from_request(body)
         except ValueError as exc:
             raise RequestError(str(exc)) from None
+        refusal = policy.check_record(target, cfg.values)
+        if refusal is not None:
+            raise RequestError(refusal)
         await self.host.state.put_config(target, cfg)
         await self.host.publish_event("config_set", {"config_name": target})
         return envelope.ok(message=f"config {target} set")

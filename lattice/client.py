@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from lattice import codec, natsauth, natsd
+from lattice import codec, natsauth, natsd, natsjwt, policy
 from lattice.natsauth import NatsAuth
 from lattice.protocol import subjects
 from lattice.protocol.envelope import CtlReply
@@ -38,6 +39,15 @@ from lattice.protocol.messages import HostInventory, HostPing
 def new_traceparent() -> str:
     """A W3C trace context for a call that starts here (version 00, sampled)."""
     return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+
+
+def _signer_of(auth: NatsAuth) -> natsjwt.Key | None:
+    """The user nkey in `auth` (a .creds file's or an --nkey seed), None when anonymous."""
+    with contextlib.suppress(Exception):  # unreadable keys were reported at connect
+        seed = (auth.credentials() or {}).get("seed")
+        if seed:
+            return natsjwt.Key.from_seed(seed, "U")
+    return None
 
 
 class LatticeError(RuntimeError):
@@ -69,10 +79,18 @@ def _link_match(source_id: str, namespace: str, package: str, name: str) -> Even
 
 
 class LatticeClient:
-    def __init__(self, nc: NATS, lattice: str = "default", timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        lattice: str = "default",
+        timeout: float = 5.0,
+        signer: natsjwt.Key | None = None,
+    ) -> None:
         self.nc = nc
         self.lattice = lattice
         self.timeout = timeout
+        # the user nkey that signs control requests, so a policy service knows who asked
+        self.signer = signer
 
     @classmethod
     async def connect(
@@ -107,7 +125,7 @@ class LatticeClient:
             raise LatticeError(
                 f"cannot reach NATS at {url} ({type(exc).__name__}); is `lattice up` running?"
             ) from None
-        return cls(nc, lattice, timeout)
+        return cls(nc, lattice, timeout, _signer_of(auth))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -123,8 +141,11 @@ class LatticeClient:
 
     async def request(self, subject: str, body: dict[str, Any] | None = None) -> CtlReply:
         data = json.dumps(body or {}).encode()
+        headers = None
+        if self.signer is not None:  # who asks (lattice/policy.py): a signature, no secret
+            headers = policy.requester_headers(self.signer, subject, data, time.time())
         try:
-            msg = await self._request_once_more(subject, data)
+            msg = await self._request_once_more(subject, data, headers)
         except NoRespondersError:
             raise LatticeError(f"nobody answers on {subject}: is the host id right?") from None
         except NatsTimeout:
@@ -137,14 +158,16 @@ class LatticeClient:
             raise LatticeError(reply.message)
         return reply
 
-    async def _request_once_more(self, subject: str, data: bytes) -> Any:
+    async def _request_once_more(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> Any:
         """A request that asks once more, 0.1 s later, after "no responders": a host that
         has just subscribed may not be known everywhere yet. Still fails within ~0.1 s."""
         try:
-            return await self.nc.request(subject, data, timeout=self.timeout)
+            return await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
         except NoRespondersError:
             await asyncio.sleep(0.1)
-            return await self.nc.request(subject, data, timeout=self.timeout)
+            return await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
 
     async def _collect(
         self, subject: str, body: dict[str, Any], wait: float

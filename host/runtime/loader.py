@@ -69,6 +69,9 @@ async def load_pool(
     except artifact.ArtifactError as exc:
         raise LoadError(str(exc)) from None
     wasm = fetched.data
+    admit = getattr(bridge, "admit", None)  # --policy-subject: the service decides (host/policy.py)
+    if admit is not None and (refusal := await admit(component_id, ref, wasm)) is not None:
+        raise LoadError(refusal)
     t1 = time.perf_counter()
     try:
         compiled = await cache.obtain(wasm, fetched.digest)
@@ -106,13 +109,13 @@ async def load_pool(
     }
     pool: InstancePool
     if host_wasi:
-        # outgoing HTTP only to the hosts the component's config allows (read per request)
+        # outgoing HTTP only to the hosts the component's policy allows (read per request)
         policy = None
         if bridge is not None:
             config = bridge.component_config
             # … or, when its wasi:http/outgoing-handler is linked, to the link's provider
             policy = LinkedOutgoing(
-                outgoing.from_config(lambda: dict(config(component_id))),
+                outgoing.from_config(lambda: config(component_id)),
                 nc=bridge.nc,
                 loop=bridge.loop,
                 lattice=bridge.lattice,
@@ -120,6 +123,7 @@ async def load_pool(
                 links=bridge.links,
                 link_name=bridge.link_name,
                 fetch_link=bridge.fetch_link,
+                egress=outgoing.policy_egress(lambda: config(component_id)),
             )
         pool = wasi.WasiPool(outgoing=policy, **common)
     else:

@@ -4,6 +4,10 @@ wasi:logging/logging.
 `wasi:config/store` answers from the component's named config (the `config` names of
 its scale request, merged in order; secret keys are left out — they are for
 providers). It is read on every call, so `lattice config put` reaches the next call.
+Config attached to a component whose capability policy (lattice/policy.py) does not
+let it read that config is withheld: every read traps with a message naming the policy
+(the guest cannot be handed wasi:config's `error`: wasmtime-py 50 cannot pass a variant
+whose cases all carry a string, they are untagged in its value model).
 `wasi:logging/logging` writes to the host's structlog output with the component id
 bound, so component logs sit beside the host's own and filter the same way.
 """
@@ -58,13 +62,19 @@ def _implementation(
     if short_name == "wasi:config/store" and name == "get":
 
         def get(store: Any, key: str) -> Any:
-            return _guard(lambda: codec.lift(sig.result, {"ok": config(component_id).get(key)}))
+            cfg = config(component_id)
+            if (refused := getattr(cfg, "refused", None)) is not None:
+                raise wasmtime.WasmtimeError(refused)
+            return _guard(lambda: codec.lift(sig.result, {"ok": cfg.get(key)}))
 
         return get
     if short_name == "wasi:config/store" and name == "get-all":
 
         def get_all(store: Any) -> Any:
-            pairs = sorted(config(component_id).items())
+            cfg = config(component_id)
+            if (refused := getattr(cfg, "refused", None)) is not None:
+                raise wasmtime.WasmtimeError(refused)
+            pairs = sorted(cfg.items())
             return _guard(lambda: codec.lift(sig.result, {"ok": [list(p) for p in pairs]}))
 
         return get_all

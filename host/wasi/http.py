@@ -570,6 +570,9 @@ def _outgoing_handle(
     host, port = http_out.split_authority(request.authority, scheme)
     policy = state.outgoing
     if isinstance(policy, outgoing_link.LinkedOutgoing) and (link := policy.route()) is not None:
+        if policy.egress is not None and not policy.egress(host, port):  # its `egress` list
+            log.info("outgoing HTTP denied by policy", authority=request.authority)
+            return Err(Variant("HTTP-request-denied"))
         return Ok(_linked_handle(state, policy, link, request, options, scheme))
     if policy is None or not policy(host, port):
         log.info("outgoing HTTP denied", authority=request.authority)

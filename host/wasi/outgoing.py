@@ -1,10 +1,11 @@
-"""Outgoing HTTP for components: denied unless the component's config allows the host.
+"""Outgoing HTTP for components: denied unless the component's policy allows the host.
 
-A component may call out only to hosts its named config lists under `allowed_hosts`
-(comma-separated: `api.example.com`, `127.0.0.1:8080`, `*.example.com`, or `*` for any).
-The policy is read on every request, so `lattice config put` takes effect at once.
-Everything else gets `HTTP-request-denied`, which is also the answer when no policy is
-set at all — outgoing HTTP is off by default.
+A component may call out only to hosts its capability policy lists under `egress`
+(lattice/policy.py), or, with no such list, those its named config lists under
+`allowed_hosts` (comma-separated: `api.example.com`, `127.0.0.1:8080`, `*.example.com`,
+or `*` for any). Both are read on every request, so `lattice config put` takes effect
+at once. Everything else gets `HTTP-request-denied`, which is also the answer when
+neither is set — outgoing HTTP is off by default.
 
 The request is sent with httpx on the worker thread that runs the component (inside the
 state's `blocking()` section, so the pool can add a worker meanwhile); its response body
@@ -15,13 +16,14 @@ request goes there with streamed bodies (`host.wasi.outgoing_link`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
 from wasmtime.component import Variant
 
 from host.wasi.io import ByteSource
+from lattice import policy as capability
 from lattice.protocol import http_out
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -31,11 +33,24 @@ OutgoingPolicy = http_out.OutgoingPolicy
 allowlist = http_out.allowlist  # the one pattern language, shared with builtin://http-client
 
 
-def from_config(config: Callable[[], dict[str, str]]) -> OutgoingPolicy:
-    """The policy of a component whose named config `config()` returns (read per call)."""
+def from_config(config: Callable[[], Mapping[str, str]]) -> OutgoingPolicy:
+    """The policy of a component whose served config `config()` returns (read per call):
+    its capability policy's `egress` when set, else its `allowed_hosts`."""
 
     def allowed(host: str, port: int) -> bool:
-        return http_out.allowlist_of(config())(host, port)
+        return capability.may_reach(config(), host, port)
+
+    return allowed
+
+
+def policy_egress(config: Callable[[], Mapping[str, str]]) -> OutgoingPolicy:
+    """What the component's capability policy's `egress` allows (everything when it sets
+    none): the bound on requests sent through a linked http-client provider, whose own
+    `allowed_hosts` (on the link) applies as well."""
+
+    def allowed(host: str, port: int) -> bool:
+        found = getattr(config(), "policy", None)
+        return found is None or found.egress is None or found.may_reach(host, port, {})
 
     return allowed
 

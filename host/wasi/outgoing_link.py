@@ -159,8 +159,11 @@ class LinkedOutgoing:
         links: Mapping[Identity, Link],
         link_name: Callable[[str, str, str], str],
         fetch_link: Callable[[Identity], Awaitable[Link | None]] | None = None,
+        egress: OutgoingPolicy | None = None,
     ) -> None:
         self.policy = policy
+        # the component's capability policy, which also bounds what the provider may do
+        self.egress = egress
         self.nc = nc
         self.loop = loop
         self.lattice = lattice

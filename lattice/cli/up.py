@@ -352,6 +352,35 @@ def up(
             show_default=False,
         ),
     ] = None,
+    policy_subject: Annotated[
+        str | None,
+        typer.Option(
+            "--policy-subject",
+            envvar="LATTICE_POLICY_SUBJECT",
+            metavar="SUBJECT",
+            help="Ask the policy service on this NATS subject before storing a link or "
+            "starting a component (docs/security.md). No answer refuses the change.",
+            show_default=False,
+        ),
+    ] = None,
+    policy_timeout: Annotated[
+        float,
+        typer.Option(
+            "--policy-timeout",
+            envvar="LATTICE_POLICY_TIMEOUT",
+            metavar="S",
+            help="Seconds to wait for the policy service's answer.",
+        ),
+    ] = 1.0,
+    policy_cache_ttl: Annotated[
+        float,
+        typer.Option(
+            "--policy-cache-ttl",
+            envvar="LATTICE_POLICY_CACHE_TTL",
+            metavar="S",
+            help="Seconds a policy decision (permit or deny) is reused; 0 asks every time.",
+        ),
+    ] = 60.0,
     shared_compile: Annotated[
         bool,
         typer.Option(
@@ -425,6 +454,7 @@ def up(
     """
     from host.config import HostConfig, Limits, artifact_settings, parse_labels
     from host.host import Host
+    from host.policy import PolicySettings
     from host.workers import default_workers
     from lattice import logs
 
@@ -455,6 +485,7 @@ def up(
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
             workers=default_workers() if workers is None else workers,
+            policy=PolicySettings(policy_subject, policy_timeout, policy_cache_ttl),
             **{  # --secure: the login it made for this host
                 "nats_auth": NatsAuth.from_values(
                     creds=creds or where.creds,
