@@ -288,7 +288,7 @@ class ControlInterface:
         )
         return await gate.decide(
             PolicyAction.PUT_LINK,
-            gate.source(req.source_id),
+            await gate.source_of(req.source_id),
             PolicyTarget(
                 target_id=req.target,
                 wit_namespace=req.wit_namespace,

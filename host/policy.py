@@ -75,6 +75,7 @@ class PolicyGate:
     seen: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     # config names of the scale request being admitted, by component id
     starting: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    state: Any = None  # lattice.state.LatticeState: claims for hosts that did not start it
 
     @property
     def active(self) -> bool:
@@ -84,6 +85,22 @@ class PolicyGate:
         issuer, subject = self.seen.get(component_id, (None, None))
         return PolicySource(
             component_id=component_id, image_ref=image_ref, issuer=issuer, subject=subject
+        )
+
+    async def source_of(self, component_id: str) -> PolicySource:
+        """The component with its claims as whichever host started it recorded them."""
+        if component_id in self.seen or self.state is None:
+            return self.source(component_id)
+        try:
+            found = await self.state.fetch_claims(component_id) or {}
+        except Exception as exc:  # the decision goes on without them; the service sees null
+            log.warning("could not read claims", component_id=component_id, error=str(exc))
+            found = {}
+        return PolicySource(
+            component_id=component_id,
+            image_ref=_text(found.get("image_ref")),
+            issuer=_text(found.get("issuer")),
+            subject=_text(found.get("subject")),
         )
 
     async def decide(
@@ -149,9 +166,14 @@ class PolicyGate:
             claims = await asyncio.to_thread(signed.read, wasm)
         except Exception:  # unsigned, malformed or tampered: the issuer check says which
             claims = None
-        self.seen[component_id] = (
-            (claims.issuer, claims.subject) if claims is not None else (None, None)
-        )
+        issuer, subject = (claims.issuer, claims.subject) if claims is not None else (None, None)
+        self.seen[component_id] = (issuer, subject)
+        if self.state is not None:
+            record = {"issuer": issuer, "subject": subject, "image_ref": ref}
+            try:
+                await self.state.put_claims(component_id, record)
+            except Exception as exc:
+                log.warning("could not record claims", component_id=component_id, error=str(exc))
         return await self.decide(
             PolicyAction.START_COMPONENT,
             self.source(component_id, ref),
@@ -171,4 +193,8 @@ class PolicyGate:
                 allowed_issuers=tuple(host.config.artifacts.allowed_issuers),
             )
 
-        return cls(host.nc, settings, info)
+        return cls(host.nc, settings, info, state=host.state)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -41,7 +41,7 @@ def new_traceparent() -> str:
     return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
 
 
-def _signer_of(auth: NatsAuth) -> natsjwt.Key | None:
+def signer_of(auth: NatsAuth) -> natsjwt.Key | None:
     """The user nkey in `auth` (a .creds file's or an --nkey seed), None when anonymous."""
     with contextlib.suppress(Exception):  # unreadable keys were reported at connect
         seed = (auth.credentials() or {}).get("seed")
@@ -100,14 +100,16 @@ class LatticeClient:
         timeout: float = 5.0,
         creds: str | None = None,
         auth: NatsAuth | None = None,
+        tls_ca: str | None = None,
     ) -> LatticeClient:
-        """`auth` (default: `creds` and the LATTICE_NATS_* / LATTICE_TLS_* variables)."""
+        """`auth` (default: `creds`, `tls_ca` and the LATTICE_NATS_* / LATTICE_TLS_*
+        variables)."""
 
         async def quiet(exc: Exception) -> None:
             """nats-py logs a traceback per failed attempt by default; we report once."""
 
         try:
-            auth = auth or NatsAuth.from_values(creds=creds)
+            auth = auth or NatsAuth.from_values(creds=creds, tls_ca=tls_ca)
             if not await natsd.answers(url, timeout=min(timeout, 5.0)):
                 raise ConnectionRefusedError(url)
             nc = await natsauth.connect(
@@ -125,7 +127,7 @@ class LatticeClient:
             raise LatticeError(
                 f"cannot reach NATS at {url} ({type(exc).__name__}); is `lattice up` running?"
             ) from None
-        return cls(nc, lattice, timeout, _signer_of(auth))
+        return cls(nc, lattice, timeout, signer_of(auth))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

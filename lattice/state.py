@@ -15,11 +15,16 @@ of three killed: a host's copy stayed stale for over a minute without this).
 
 Writes are revision-checked (create / update with `last=`): two hosts racing to put
 links with the same identity cannot overwrite each other silently.
+
+Beside the links, the links bucket holds `claims.<id>`: the signed claims' issuer and
+subject of a component a host started while asking a policy service (host/policy.py),
+so whichever host answers a later link put can name them. They are read, not watched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -44,6 +49,8 @@ from lattice.protocol.links import (
 )
 
 log = structlog.get_logger("lattice.state")
+
+CLAIMS_PREFIX = "claims."  # keys in the links bucket beside links, as wasmCloud keeps them
 
 WATCHDOG_S = 5.0
 
@@ -215,6 +222,8 @@ class LatticeState:
     async def _apply_link(
         self, key: str, value: bytes | None, initial: dict[Any, Any] | None
     ) -> None:
+        if key.startswith(CLAIMS_PREFIX):
+            return  # a component's claims (put_claims), read when asked for, not watched
         if initial is not None and key == "":  # replay finished: diff against what we had
             old = dict(self.links)
             self.links.clear()
@@ -395,8 +404,33 @@ class LatticeState:
                     out[name] = NamedConfig.model_validate_json(entry.value)
         return out
 
+    # -- components' claims: who signed what a host started (for the policy service) ------
+
+    async def put_claims(self, component_id: str, claims: dict[str, Any]) -> None:
+        kv = self._links_kv
+        assert kv is not None
+        await kv.put(_claims_key(component_id), json.dumps(claims).encode())
+
+    async def fetch_claims(self, component_id: str) -> dict[str, Any] | None:
+        kv = self._links_kv
+        assert kv is not None
+        try:
+            entry = await kv.get(_claims_key(component_id))
+        except KeyNotFoundError:
+            return None
+        try:
+            found = json.loads(entry.value or b"")
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
+
     def config(self, name: str) -> NamedConfig | None:
         return self.configs.get(name)
 
     def links_json(self) -> list[dict[str, Any]]:
         return [json.loads(lk.model_dump_json()) for lk in self.links.values()]
+
+
+def _claims_key(component_id: str) -> str:
+    raw = base64.urlsafe_b64encode(component_id.encode()).decode().rstrip("=")
+    return CLAIMS_PREFIX + raw

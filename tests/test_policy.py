@@ -249,3 +249,15 @@ def test_manifest_policy_on_a_provider_is_an_error() -> None:
     assert any(
         "properties.policy" in str(e) and "not providers" in str(e) for e in report.errors
     ), report.errors
+
+
+def test_clients_sign_with_the_user_key_of_their_login(tmp_path) -> None:
+    from lattice.client import signer_of
+    from lattice.natsauth import ANONYMOUS, NatsAuth
+
+    key = natsjwt.Key.new(20 << 3)
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_text(key.seed + "\n")
+    signer = signer_of(NatsAuth(nkey=seed_file))
+    assert signer is not None and signer.public == key.public
+    assert signer_of(ANONYMOUS) is None

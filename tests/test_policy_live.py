@@ -275,10 +275,13 @@ async def test_the_policy_service_decides_with_the_callers_identity(
     assert start.target.config == ("echo-cfg",)
     assert start.host.host_id == host.host_id and start.host.lattice == lattice_name
 
-    # a link put: the service sees the component's claims and who asked, verified
+    # a link put: the service sees the component's claims and who asked, verified; the
+    # claims come from the lattice when the answering host did not start the component
+    host.policy.seen.clear()
     await client.put_link("echo", "kv", "wasi", "keyvalue", ["store"])
     put = service.requests[-1]
     assert put.action == "put_link" and put.source.issuer == made.issuer
+    assert put.source.subject == made.subject and put.source.image_ref == path.as_uri()
     assert put.requester is not None and put.requester.verified
     assert client.signer is not None and put.requester.identity == client.signer.public
     assert put.target.target_id == "kv" and put.target.interfaces == ("store",)

@@ -26,7 +26,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from lattice import buckets, natsauth
-from lattice.client import LatticeClient
+from lattice.client import LatticeClient, signer_of
 from lattice.controller import naming
 from lattice.controller.commands import Command, stops
 from lattice.controller.manifest import Manifest
@@ -100,7 +100,10 @@ class Controller:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
         )
-        self.client = LatticeClient(self.nc, self.lattice, timeout=10.0)
+        # its control requests are signed by its user nkey: a policy service sees who asks
+        self.client = LatticeClient(
+            self.nc, self.lattice, timeout=10.0, signer=signer_of(self.nats_auth)
+        )
         self.store = ManifestStore(self.nc, self.lattice)
         await self.store.start()
         self._status_kv = await buckets.key_value(
