@@ -543,9 +543,8 @@ class ImportBridge:
         else:
             cap = int(remaining * 1000)
             _inline.depth = depth + 1
-            try:
-                with blocked():  # the caller's instance is held meanwhile: its pool may grow
-                    value, error = pool.run_inline(export, wire_args, cap_ms=cap, begin=begin)
+            try:  # (not `blocked()`: this thread computes, and its CPU time tells its pool)
+                value, error = pool.run_inline(export, wire_args, cap_ms=cap, begin=begin)
             except (PoolBusy, PoolClosed):
                 return False, None
             finally:
