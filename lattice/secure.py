@@ -2,10 +2,14 @@
 
 Under `{data_dir}/secure/` (mode 0700, files 0600): an operator, a system account and
 the lattice's account with a signing key, their JWTs in a nats-server config
-(`nats.conf`: operator mode, a memory resolver with both accounts preloaded), a user
-for the hosts (`host.creds`, with the account's signing key `signing.nk` to mint each
-provider its own user) and one for the CLI (`cli.creds`). Made on the first
-`--secure` start and reused afterwards, so creds handed to other machines stay valid.
+(`nats.conf`: operator mode, a memory resolver with both accounts preloaded, TLS
+required), a private CA and the server's certificate for this machine's names and
+addresses (`tls/`, lattice/tlsca.py), a user for this host (`host.creds`, with the
+account's signing key `signing.nk` to mint each provider its own user) and one for the
+CLI (`cli.creds`). `lattice secure join NAME` mints each further host a user of its own
+(`hosts/NAME.creds`), so one machine's creds can be revoked without the others'.
+Made on the first `--secure` start and reused afterwards, so creds handed to other
+machines stay valid; a directory made before TLS existed gets its CA on the next start.
 Nothing here is printed but paths.
 """
 
@@ -13,10 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lattice import natsjwt
+import nkeys
+
+from lattice import natsjwt, tlsca
 
 
 @dataclass(frozen=True)
@@ -40,19 +47,53 @@ class SecureLattice:
         return self.directory / "signing.nk"
 
     @property
+    def tls(self) -> tlsca.ServerTls:
+        tls = self.directory / "tls"
+        return tlsca.ServerTls(tls / "ca.pem", tls / "server.pem", tls / "server-key.pem")
+
+    @property
+    def port(self) -> int:
+        """The port the secured embedded server listens on (its config's first line)."""
+        listen = self.server_config.read_text().splitlines()[0].removeprefix("listen:")
+        return int(listen.rsplit(":", 1)[1])
+
+    @property
     def account(self) -> str:
         return json.loads((self.directory / "account.json").read_text())["account"]
 
     def join_instructions(self, url: str) -> str:
         """What to tell the operators of other machines (paths only, never a secret)."""
-        d = self.directory
+        d, ca = self.directory, self.tls.ca
         return (
-            f"secured lattice: NATS at {url} (operator mode, account {self.account[:12]}…)\n"
-            f"  other hosts: copy {d / 'host.creds'} and {d / 'signing.nk'} there, then\n"
-            f"    lattice up --nats-url {url} --creds host.creds --account-signing-key signing.nk\n"
-            f"  the CLI: lattice ctx set secure --nats-url {url} --creds {self.cli_creds}\n"
-            "  (keep both files secret: they let a machine join as a host)"
+            f"secured lattice: NATS at {url} (operator mode, TLS, account "
+            f"{self.account[:12]}…)\n"
+            f"  other hosts: `lattice secure join NAME --data-dir {d.parent}` mints a user\n"
+            f"    for each; copy {d / 'hosts'}/NAME.creds, {d / 'signing.nk'} and {ca}\n"
+            "    there, then run"
+            f" lattice up --nats-url {url} --creds NAME.creds --tls-ca ca.pem "
+            "--account-signing-key signing.nk\n"
+            f"  the CLI: lattice ctx set secure --nats-url {url} --creds {self.cli_creds}"
+            f" --tls-ca {ca}\n"
+            "  (keep the .creds and signing.nk secret: they let a machine join as a host)"
         )
+
+    def mint_host(self, name: str) -> Path:
+        """A user of the lattice's account for one more host: `hosts/NAME.creds`."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+            raise ValueError(
+                f"host name {name!r}: use letters, digits, '-' and '_' (up to 64), "
+                "starting with a letter or digit"
+            )
+        seed = self.signing_key.read_text().strip()
+        signing = natsjwt.Key.from_seed(seed, "A")
+        path = self.directory / "hosts" / f"{name}.creds"
+        if path.exists():
+            raise ValueError(f"{path} exists already: pick another name, or remove it first")
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        user = natsjwt.Key.new(nkeys.PREFIX_BYTE_USER)
+        jwt = natsjwt.user_jwt(signing, self.account, user.public, f"host-{name}")
+        _write(path, natsjwt.creds(jwt, user.seed))
+        return path
 
 
 def _write(path: Path, text: str) -> None:
@@ -63,19 +104,25 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def ensure(directory: Path, listen: str) -> SecureLattice:
-    """The secured lattice in `directory`, made now if it is not there yet."""
+def ensure(directory: Path, listen: str, names: list[str]) -> SecureLattice:
+    """The secured lattice in `directory`, made now if it is not there yet; `names` are
+    this machine's host names and addresses, for the server certificate."""
     found = SecureLattice(directory)
     if found.server_config.is_file() and found.host_creds.is_file():
+        if not found.tls.ca.is_file():  # made before --secure had TLS: add it now
+            tls = tlsca.make(directory / "tls", names)
+            _write(found.server_config, found.server_config.read_text() + tls.server_block())
         return found
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     made = natsjwt.OperatorSetup.new()
+    tls = tlsca.make(directory / "tls", names)
     _write(
         found.server_config,
         f"listen: {listen}\n"
         "jetstream: enabled\n"  # its store_dir comes from `-sd` (a duplicate is an error)
-        + made.server_config(),
+        + made.server_config()
+        + tls.server_block(),
     )
     _write(found.host_creds, made.user_creds("hosts"))
     _write(found.cli_creds, made.user_creds("cli"))

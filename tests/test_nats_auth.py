@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import subprocess
@@ -25,15 +23,11 @@ from pathlib import Path
 
 import nkeys
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from components.build import build
 from host.config import HostConfig
 from host.host import Host, HostStartError
-from lattice import natsd, natsjwt
+from lattice import natsd, natsjwt, tlsca
 from lattice.client import LatticeClient, LatticeError
 from lattice.natsauth import NatsAuth
 from tests.events import EventRecorder
@@ -48,47 +42,7 @@ def _user(tmp: Path, name: str) -> tuple[Path, str, str]:
 
 def _certs(tmp: Path, name: str) -> Path:
     """A CA and a server certificate for 127.0.0.1 signed by it, under tmp/name/."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    out = tmp / name
-    out.mkdir()
-    (out / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (out / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (out / "server-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return out
+    return tlsca.make(tmp / name, ["127.0.0.1", "localhost"], name=f"{name} test", days=1).ca.parent
 
 
 @contextlib.asynccontextmanager
@@ -367,28 +321,50 @@ async def test_lattice_up_secure_makes_a_lattice_others_join(
         assert first_line.startswith(b"secured lattice: NATS at nats://"), first_line
         printed = (first_line + await asyncio.wait_for(proc.stdout.read(600), 5)).decode()
         secure_dir = tmp_path / "first" / "secure"
-        assert "--creds host.creds --account-signing-key signing.nk" in printed
-        assert all(
-            (secure_dir / f).stat().st_mode & 0o077 == 0 for f in ("host.creds", "cli.creds")
-        )
-        seeds = [line for f in secure_dir.iterdir() for line in f.read_text().split() if
+        assert "--creds NAME.creds --tls-ca ca.pem --account-signing-key signing.nk" in printed
+        private = ("host.creds", "cli.creds", "signing.nk", "tls/ca-key.pem", "tls/server-key.pem")
+        assert all((secure_dir / f).stat().st_mode & 0o077 == 0 for f in private)
+        ca = secure_dir / "tls" / "ca.pem"
+
+        # one more host gets a user of its own
+        joined = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "lattice", "secure", "join", "edge-1",
+             "--data-dir", str(tmp_path / "first")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+        edge_creds = secure_dir / "hosts" / "edge-1.creds"
+        assert joined.stdout.splitlines()[0] == str(edge_creds)
+        assert f":{port} --creds edge-1.creds --tls-ca ca.pem" in joined.stdout
+        again = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "lattice", "secure", "join", "edge-1",
+             "--data-dir", str(tmp_path / "first")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert again.returncode == 2 and "exists already" in again.stderr
+        files = [f for f in secure_dir.rglob("*") if f.is_file()]
+        seeds = [line for f in files for line in f.read_text().split() if
                  line.startswith(("SU", "SA", "SO"))]  # fmt: skip
-        assert seeds and not any(seed in printed for seed in seeds)
+        assert seeds and not any(seed in printed + joined.stdout for seed in seeds)
 
         with pytest.raises(LatticeError, match="authorization violation"):
-            await LatticeClient.connect(url, lattice_name, auth=NatsAuth())
+            await LatticeClient.connect(url, lattice_name, auth=NatsAuth(tls_ca=ca))
+        with pytest.raises(LatticeError, match="certificate"):  # TLS is required: trust the CA
+            await LatticeClient.connect(url, lattice_name, auth=NatsAuth(creds=edge_creds))
         second = Host(
             HostConfig(
                 nats_url=url,
                 lattice=lattice_name,
                 data_dir=tmp_path / "second",
                 embedded_nats=False,
-                nats_auth=NatsAuth(creds=secure_dir / "host.creds"),
+                nats_auth=NatsAuth(creds=edge_creds, tls_ca=ca),
                 account_signing_key=secure_dir / "signing.nk",
             )
         )
         await second.start()
-        cli = NatsAuth(creds=secure_dir / "cli.creds")
+        cli = NatsAuth(creds=secure_dir / "cli.creds", tls_ca=ca)
         async with await LatticeClient.connect(url, lattice_name, auth=cli) as client:
             for _ in range(100):
                 if len(await client.hosts(wait=0.3)) == 2:

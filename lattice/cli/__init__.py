@@ -28,6 +28,7 @@ from lattice.cli import (  # noqa: F401  (importing a noun module registers its 
     hosts,
     links,
     providers,
+    secure,
     spy,
     up,
 )

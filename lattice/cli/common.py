@@ -165,6 +165,7 @@ class Target:
     nats_url: str
     lattice: str
     creds: str | None = None
+    tls_ca: str | None = None
 
 
 def target(nats_url: str | None, lattice: str | None) -> Target:
@@ -175,6 +176,7 @@ def target(nats_url: str | None, lattice: str | None) -> Target:
         nats_url=nats_url or (current.nats_url if current else None) or DEFAULT_URL,
         lattice=lattice or (current.lattice if current else None) or DEFAULT_LATTICE,
         creds=os.environ.get("LATTICE_CREDS") or (current.creds if current else None),
+        tls_ca=os.environ.get("LATTICE_TLS_CA") or (current.tls_ca if current else None),
     )
 
 
@@ -187,7 +189,9 @@ def run_client(
     t = where if isinstance(where, Target) else target(*where)
 
     async def go() -> T:
-        client = await LatticeClient.connect(t.nats_url, t.lattice, timeout, creds=t.creds)
+        client = await LatticeClient.connect(
+            t.nats_url, t.lattice, timeout, creds=t.creds, tls_ca=t.tls_ca
+        )
         async with client:
             return await fn(client)
 

@@ -46,7 +46,9 @@ def live(kind: str) -> Callable[[typer.Context, str], list[str]]:
             where = target(params.get("nats_url"), params.get("lattice"))
 
             async def go() -> list[str]:
-                c = await LatticeClient.connect(where.nats_url, where.lattice, 1.0, where.creds)
+                c = await LatticeClient.connect(
+                    where.nats_url, where.lattice, 1.0, where.creds, tls_ca=where.tls_ca
+                )
                 async with c:
                     return await _ids(c, kind)
 

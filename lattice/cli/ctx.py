@@ -2,7 +2,7 @@
 
 Contexts live in one JSON file under the user's config directory
 (`$LATTICE_CONFIG_DIR`, else `$XDG_CONFIG_HOME/lattice`, else `~/.config/lattice`),
-`contexts.json`: `{"current": NAME, "contexts": {NAME: {nats_url, lattice, creds}}}`.
+`contexts.json`: `{"current": NAME, "contexts": {NAME: {nats_url, lattice, creds, tls_ca}}}`.
 A command uses the current context (or the one `LATTICE_CONTEXT` names) for what its
 flags and LATTICE_* variables leave unset. The file holds a path to a credentials
 file, never the credentials themselves.
@@ -31,6 +31,7 @@ class Context(BaseModel):
     nats_url: str | None = None
     lattice: str | None = None
     creds: str | None = None
+    tls_ca: str | None = None
 
 
 class ContextFile(BaseModel):
@@ -92,6 +93,12 @@ def ctx_set(
         Path | None,
         typer.Option("--creds", metavar="FILE", help="NATS credentials file (its path is kept)."),
     ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca", metavar="FILE", help="CA certificate the NATS server's TLS must chain to."
+        ),
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Also make it the current context.")] = False,
 ) -> None:
     """Create or change a context (only the options given change).
@@ -104,14 +111,16 @@ def ctx_set(
             check_token(lattice, "lattice name")
     except SubjectError as exc:
         raise usage(str(exc)) from None
-    if creds is not None and not creds.is_file():
-        raise usage(f"--creds {creds}: no such file")
+    for flag, path in (("--creds", creds), ("--tls-ca", tls_ca)):
+        if path is not None and not path.is_file():
+            raise usage(f"{flag} {path}: no such file")
     data = load()
     old = data.contexts.get(name, Context())
     data.contexts[name] = Context(
         nats_url=nats_url or old.nats_url,
         lattice=lattice or old.lattice,
         creds=str(creds.resolve()) if creds else old.creds,
+        tls_ca=str(tls_ca.resolve()) if tls_ca else old.tls_ca,
     )
     if use or data.current is None:
         data.current = name

@@ -431,9 +431,10 @@ def up(
         typer.Option(
             "--secure",
             envvar="LATTICE_SECURE",
-            help="Start the embedded NATS secured (operator mode, listening on all "
-            "interfaces; keys made once under DATA_DIR/secure) and print how other hosts "
-            "join. Without it the embedded NATS is anonymous on loopback only.",
+            help="Start the embedded NATS secured (operator mode and TLS with a private "
+            "CA, listening on all interfaces; keys made once under DATA_DIR/secure) and "
+            "print how other hosts join (`lattice secure join NAME` mints each its own "
+            "user). Without it the embedded NATS is anonymous on loopback only.",
         ),
     ] = False,
     detach: Annotated[
@@ -490,7 +491,7 @@ def up(
                 "nats_auth": NatsAuth.from_values(
                     creds=creds or where.creds,
                     nkey=nkey,
-                    tls_ca=tls_ca,
+                    tls_ca=tls_ca or where.tls_ca,
                     tls_cert=tls_cert,
                     tls_key=tls_key,
                 ),
@@ -520,13 +521,25 @@ def secure_settings(data: Path, nats_url: str) -> dict[str, Any]:
             f"--secure starts the embedded NATS, so --nats-url must be local, not {nats_url}"
         )
     _, port = natsd.split_url(nats_url)
-    made = secure.ensure(data / "secure", f"0.0.0.0:{port}")
+    made = secure.ensure(data / "secure", f"0.0.0.0:{port}", machine_names())
     return {
-        "nats_auth": NatsAuth(creds=made.host_creds),
+        "nats_auth": NatsAuth(creds=made.host_creds, tls_ca=made.tls.ca),
         "account_signing_key": made.signing_key,
         "embedded_config": made.server_config,
         "embedded_listen": "0.0.0.0",
     }
+
+
+def machine_names() -> list[str]:
+    """What other machines may call this one: for the --secure server certificate."""
+    import socket
+
+    names = ["localhost", "127.0.0.1", machine_address(), socket.gethostname()]
+    with contextlib.suppress(OSError):
+        names.append(socket.getfqdn())
+    with contextlib.suppress(OSError):
+        names += socket.gethostbyname_ex(socket.gethostname())[2]
+    return [n for n in dict.fromkeys(names) if n]
 
 
 def machine_address() -> str:
@@ -869,7 +882,11 @@ def controller(
     try:
         admin = check_admin_addr(admin_addr)
         auth = NatsAuth.from_values(
-            creds=creds or where.creds, nkey=nkey, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+            creds=creds or where.creds,
+            nkey=nkey,
+            tls_ca=tls_ca or where.tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     except ValueError as exc:
         raise usage(str(exc)) from None
