@@ -463,3 +463,26 @@ async def test_a_manifests_policy_is_stored_and_refuses_its_own_link(
         assert await client.call("pol-caller", f"{RELAY}.relay-hello", ["Ada"]) == "Hello, Ada!"
     finally:
         await asyncio.wait_for(ctl.stop(), 30)
+
+
+async def test_the_cli_writes_a_policy_as_documented(
+    host: Host, client: LatticeClient, nats_url: str, lattice_name: str
+) -> None:
+    """docs/security.md's `lattice config put policy=…` line, verbatim, and a bad one."""
+    from tests.test_cli_commands import lattice
+
+    args = "config put policy=counter imports=wasi:keyvalue/store egress= config=settings"
+    code, _, err = await lattice(nats_url, lattice_name, *args.split())
+    assert code == 0, err
+    assert (await client.get_config("policy=counter")) == {
+        "imports": "wasi:keyvalue/store",
+        "egress": "",
+        "config": "settings",
+    }
+    code, _, err = await lattice(
+        nats_url, lattice_name, "config", "put", "policy=counter", "imports=wasi/keyvalue"
+    )
+    assert code != 0
+    assert "capability policy of counter: imports: 'wasi/keyvalue' is not an interface" in err
+    doc = (Path(__file__).parents[1] / "docs" / "security.md").read_text()
+    assert f"`lattice {args}`" in doc
