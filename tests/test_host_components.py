@@ -150,7 +150,8 @@ async def test_memory_cap_discards_instance(host, client: LatticeClient, runaway
     assert await client.call("hog", "hog", [8]) == 8
     with pytest.raises(InvocationError) as oom:
         await client.call("hog", "hog", [200])
-    assert oom.value.kind in (ErrorKind.RESOURCE_LIMIT, ErrorKind.TRAP)
+    assert oom.value.kind is ErrorKind.RESOURCE_LIMIT, oom.value
+    assert "ran out of memory (limit 96 MiB): MemoryError" in oom.value.message
     assert await client.call("hog", "ping", []) == "pong"
     assert await client.call("hog", "hog", [1]) == 1  # fresh instance: nothing kept
 

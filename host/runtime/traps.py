@@ -13,13 +13,26 @@ import re
 _FRAME = re.compile(r"^\s*\d+:\s+0x[0-9a-f]+\s+-")
 
 
+_DUMP = re.compile(r"^object (repr|type name)\s*: (.+)$")
+
+
+def _dumped(lines: list[str]) -> str | None:
+    """The exception CPython dumped field by field (`object address  : …`, then `object
+    type name: MemoryError`, `object repr     : MemoryError()`) when it could not print
+    it: a guest out of memory often cannot."""
+    found = dict(m.groups() for m in map(_DUMP.match, lines) if m)
+    return found.get("repr") or found.get("type name")
+
+
 def guest_reason(stderr: str) -> str | None:
     """The exception or panic message the guest printed last, if any."""
     lines = stderr.splitlines()
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].startswith("Traceback (most recent call last)"):
-            for line in lines[i + 1 :]:
+            for j, line in enumerate(lines[i + 1 :], i + 1):
                 if line and not line.startswith((" ", "\t")):
+                    if line.startswith("object address"):
+                        return _dumped(lines[j:]) or line.strip()
                     return line.strip()
         if "panicked at" in lines[i] and i + 1 < len(lines):
             nxt = lines[i + 1].strip()
