@@ -34,6 +34,7 @@ from host.providers import InProcessFactory, ProviderManager
 from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
+from host.scoped import ScopedLinks
 from host.spy import Spy
 from host.workers import WorkerSet
 from lattice import natsauth, natsd, policy, tracing
@@ -132,7 +133,7 @@ class Host:
             ) from None
         await ensure_events_stream(self.nc, self.lattice)  # `lattice events --since`
         self.policy = PolicyGate.for_host(self)  # --policy-subject (host/policy.py)
-        await self._start_runtime()
+        await self._start_runtime(url)
         if self.policy.active:  # the service decides on each start, seeing its claims
             self.bridge.admit = self.policy.admit
         self.providers = ProviderManager(
@@ -175,7 +176,7 @@ class Host:
             workers=self.config.workers,
         )
 
-    async def _start_runtime(self) -> None:
+    async def _start_runtime(self, url: str) -> None:
         """What runs components, shared by the host and its worker processes: the
         epoch ticker, artifact fetching, the import bridge, the component manager,
         tracing and the spy tap."""
@@ -209,6 +210,16 @@ class Host:
             attributes={"lattice.name": self.lattice},
         )
         self.components.tracing = self.bridge.tracing = self.tracing  # None: off
+        if self._signing is not None:  # each component's link calls on a login of its own
+            self.bridge.scoped = ScopedLinks(
+                url=url,
+                auth=self.config.nats_auth,
+                signing=self._signing,
+                lattice=self.lattice,
+                host_id=self.host_id,
+                links=self.state.links,
+            )
+            self.bridge.scoped.start()
         self.spy = await Spy.attach(self)  # `lattice spy`: taps only watched components
 
     def _start_workers(self, url: str) -> None:
@@ -318,6 +329,8 @@ class Host:
         await self.publish_event(
             "host_stopped", events.host_stopped(self.host_id, self.labels, reason)
         )
+        if hasattr(self, "bridge") and self.bridge.scoped is not None:
+            await self.bridge.scoped.close()
         if hasattr(self, "state"):
             await self.state.stop()
         if self.nc.is_connected:
@@ -386,7 +399,10 @@ class Host:
         configs = self.state.configs
         names = self.components.config_names(component_id)
         names, found, refused = policy.readable(configs, component_id, names)
-        view = policy.ConfigView(merge_config(names, configs)[0])
+        public, _ = merge_config(names, configs)
+        if found is None:
+            return public  # no policy: what it always was
+        view = policy.ConfigView(public)
         view.policy, view.refused = found, refused
         return view
 

@@ -110,6 +110,10 @@ class ComponentPolicy:
     egress: tuple[str, ...] | None = None
     config: tuple[str, ...] | None = None
     _egress_rules: http_out.OutgoingPolicy | None = field(default=None, compare=False, repr=False)
+    # attached config names -> (those readable, why not all): `readable` runs per call
+    _reads: dict[tuple[str, ...], tuple[list[str], str | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.egress is not None:  # compiled once: checked on every request
@@ -269,10 +273,13 @@ def readable(
     policy = policy_of(configs, component_id)
     if policy is None or policy.config is None:
         return names, policy, None
-    allowed = [n for n in names if policy.may_read(n)]
-    if len(allowed) == len(names):
-        return names, policy, None
-    return allowed, policy, check_config(policy, names, "config read")
+    key = tuple(names)
+    hit = policy._reads.get(key)
+    if hit is None:
+        allowed = [n for n in names if policy.may_read(n)]
+        refusal = None if len(allowed) == len(names) else check_config(policy, names, "config read")
+        hit = policy._reads[key] = (allowed, refusal)
+    return hit[0], policy, hit[1]
 
 
 def may_reach(view: Mapping[str, str], host: str, port: int) -> bool:
