@@ -304,6 +304,8 @@ class ComponentManager:
             except Exception as exc:  # connection already gone during shutdown
                 self._log.debug("unsubscribe failed", component_id=rc.id, error=str(exc))
         await rc.pool.drain()
+        if self.bridge is not None and self.bridge.scoped is not None:
+            await self.bridge.scoped.forget(rc.id)
         self._log.info("component stopped", component_id=rc.id)
 
     async def stop_all(self) -> None:

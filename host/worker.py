@@ -45,6 +45,7 @@ def start_data(config: HostConfig, nats_url: str, identity: HostIdentity) -> dic
         "artifacts": dataclasses.asdict(config.artifacts),
         "nats_auth": {k: str(v) for k, v in dataclasses.asdict(config.nats_auth).items() if v},
         "otlp_endpoint": config.otlp_endpoint,
+        "account_signing_key": str(config.account_signing_key or "") or None,
         "log": {"format": logs.current_format(), "level": logs.current_level()},
     }
 
@@ -66,6 +67,7 @@ def config_of(data: dict[str, Any]) -> HostConfig:
         ),
         nats_auth=NatsAuth(**{k: Path(v) for k, v in data["nats_auth"].items()}),
         otlp_endpoint=data.get("otlp_endpoint"),
+        account_signing_key=Path(key) if (key := data.get("account_signing_key")) else None,
         embedded_nats=False,
         beat_interval=0,
         http_in_host=False,
@@ -101,12 +103,14 @@ class WorkerHost(Host):
         )
         self.state = LatticeState(self.nc, self.lattice)
         await self.state.start()
-        await self._start_runtime()
+        await self._start_runtime(self.config.nats_url)
         self.started.set()
 
     async def stop(self, reason: str = "worker stopped") -> None:
         self._stopping = True
         await self.components.stop_all()
+        if self.bridge.scoped is not None:
+            await self.bridge.scoped.close()
         await self.state.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.close(), 5.0)

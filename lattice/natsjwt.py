@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,6 +312,47 @@ def provider_permissions(
         "resp": {"max": 1, "ttl": 0},
     }
     return perms
+
+
+def component_inbox(lattice: str, component_id: str) -> str:
+    """The inbox prefix of a component's link-call connection (host/scoped.py)."""
+    return f"_INBOX_{lattice}_component_{component_id}"
+
+
+NOWHERE = "_lattice.nowhere"  # an allow list that must not be empty: empty means all
+
+
+def component_permissions(
+    lattice: str, component_id: str, targets: Iterable[str]
+) -> dict[str, Any]:
+    """What a component's link calls may do: request the RPC subjects of the targets its
+    links name, and hear the replies on its own inbox. Nothing else: no control
+    subject, no other target, no JetStream, no one else's replies."""
+    pub = [f"{lattice}.{t}.rpc.>" for t in sorted(set(targets))] or [NOWHERE]
+    return {
+        "pub": {"allow": pub},
+        "sub": {"allow": [f"{component_inbox(lattice, component_id)}.>"]},
+    }
+
+
+def mint_component(
+    signing_key: Key,
+    account: str,
+    lattice: str,
+    component_id: str,
+    host_id: str,
+    targets: Iterable[str],
+) -> tuple[str, str]:
+    """(user JWT, seed) of a fresh identity for one component's link calls on one host."""
+    user = Key.new(nkeys.PREFIX_BYTE_USER)
+    jwt = user_jwt(
+        signing_key,
+        account,
+        user.public,
+        f"component {component_id} on {host_id[:12]}",
+        component_permissions(lattice, component_id, targets),
+    )
+    return jwt, user.seed
 
 
 def mint_provider(

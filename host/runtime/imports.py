@@ -64,6 +64,7 @@ from wasmtime.component import (
 from host.runtime import services
 from host.runtime.exports import UnknownFunction, resolve
 from host.runtime.pool import InstancePool, PoolBusy, PoolClosed, blocked, current_trace
+from host.scoped import OutOfScope
 from host.wasi.layer import HOST_PREFIXES
 from lattice import codec
 from lattice.protocol import handoff
@@ -205,6 +206,7 @@ class ImportBridge:
     local: Any = None  # host/components.py's manager: same-host targets run in-process
     metrics: Any = None  # host/metrics.py: counts link calls by source, link name, target
     tracing: Any = None  # lattice/tracing.py with --otlp-endpoint: a client span per link call
+    scoped: Any = None  # host/scoped.py with --account-signing-key: per-component logins
 
     def __init__(
         self,
@@ -432,7 +434,7 @@ class ImportBridge:
                 payload = codec.pack(wire_args)
             try:
                 msg = self._request(
-                    f"{self.lattice}.{target}.rpc.{operation}", payload, headers, remaining
+                    f"{self.lattice}.{target}.rpc.{operation}", payload, headers, remaining, target
                 )
                 miss = None
             except nats.errors.NoRespondersError:
@@ -576,30 +578,46 @@ class ImportBridge:
         }
 
     def _request(
-        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float, target: str
     ) -> Any:
-        """One NATS request from a worker thread, on the host's loop."""
+        """One NATS request from a worker thread, on the host's loop: on the calling
+        component's scoped connection when the host mints those (host/scoped.py)."""
         if timeout <= 0:
             raise TimeoutError
-        if self.tracing is None:
-            coro = self.nc.request(subject, payload, timeout=timeout, headers=headers)
-        else:  # the span is made on the loop; this worker only hands over its call's context
-            coro = self.tracing.request(
-                self.nc,
-                subject,
-                payload,
-                headers,
-                timeout,
-                current_trace(),
-                _link_attrs(subject, headers),
-            )
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        trace = current_trace() if self.tracing is not None else None
+        fut = asyncio.run_coroutine_threadsafe(
+            self._send(subject, payload, headers, timeout, target, trace), self.loop
+        )
         try:
             with blocked():
                 return fut.result(timeout + 1)
         except BaseException:
             fut.cancel()
             raise
+
+    async def _send(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        target: str,
+        trace: Any,
+    ) -> Any:
+        nc = self.nc
+        if self.scoped is not None:
+            try:
+                nc = await asyncio.wait_for(
+                    self.scoped.connection(headers[SOURCE_HEADER], target), timeout
+                )
+            except OutOfScope as exc:
+                raise ImportFailure(str(exc)) from None
+        if self.tracing is None:
+            return await nc.request(subject, payload, timeout=timeout, headers=headers)
+        # the span is made on the loop; the worker only handed over its call's context
+        return await self.tracing.request(
+            nc, subject, payload, headers, timeout, trace, _link_attrs(subject, headers)
+        )
 
     def _fresh(self, ident: Identity, interface: str, timeout_ms: int) -> Link | None:
         """The link as the lattice's bucket holds it now (None: no such link)."""
