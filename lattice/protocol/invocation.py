@@ -31,9 +31,13 @@ class ErrorKind(StrEnum):
     NOT_LINKED = "not-linked"  # the target holds no such link and applied nothing
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class InvocationError(Exception):
-    """A call that failed at the callee; `kind` says whose fault it is."""
+    """A call that failed at the callee; `kind` says whose fault it is.
+
+    Not frozen, not slotted: raising sets `__traceback__` and friends on an exception,
+    and a frozen (or slotted) dataclass refuses that, so one re-raised through a
+    `with` block (contextlib assigns `__traceback__`) came out as a TypeError."""
 
     kind: ErrorKind
     message: str
