@@ -1,4 +1,4 @@
-"""`python -m bench all`: invoke, provider and http in one go, one table, one JSON record.
+"""`python -m bench all`: invoke, provider, links and http in one go, one table, one JSON record.
 
 Every figure is printed next to the baseline measured in the same run, and the whole run
 is written to `.bench-results/<id>.json` (untracked: figures belong to a machine) with
@@ -32,11 +32,13 @@ RESULTS_ENV = "LATTICE_BENCH_RESULTS"
 PLAN: dict[str, list[str]] = {
     "invoke": ["--calls", "1000", "--total", "6000"],
     "provider": ["--calls", "500", "--total", "3000"],
+    "links": ["--calls", "300", "--total", "1000"],
     "http": ["--requests", "500", "--total", "3000", "--echoes", "3"],
 }
 QUICK: dict[str, list[str]] = {
     "invoke": ["--calls", "200", "--total", "1000"],
     "provider": ["--calls", "100", "--total", "500"],
+    "links": ["--calls", "50", "--total", "200"],
     "http": ["--requests", "100", "--total", "500", "--echoes", "1"],
 }
 
