@@ -334,3 +334,41 @@ async def test_spy_sees_a_same_host_call_on_both_sides(
     assert ("greeter", "in", "caller", GREET_HELLO) in seen  # the greeter serving it
     inbound = next(r for r in records if r.component_id == "greeter")
     assert inbound.outcome == "ok" and "Spy" in inbound.request and "Hello, Spy!" in inbound.reply
+
+
+async def test_deadlines_are_the_same_in_process_and_over_nats(
+    start_host, client: LatticeClient, hop_ref: str
+) -> None:
+    a = await start_host()
+    b = await start_host()
+    await client.scale_component(a.host_id, hop_ref, "hop", 1)
+    await client.scale_component(a.host_id, hop_ref, "hasty", 1, limits={"timeout_ms": 500})
+    for host, cid in ((a, "near"), (b, "far")):
+        await client.scale_component(host.host_id, hop_ref, cid, 1, limits={"timeout_ms": 300})
+        await client.scale_component(
+            host.host_id, hop_ref, f"{cid}-slow", 1, limits={"timeout_ms": 3000}
+        )
+    loop = asyncio.get_running_loop()
+    for where in ("near", "far"):
+        # the callee's own deadline stops it: its timeout comes back as the call's error
+        await client.put_link("hop", where, "lattice", "hop", ["chain"], replace=True)
+        got = await client.call("hop", HOP, [1, "spin"], timeout=10)
+        message = got["err"]
+        assert f"{where} failed {HOP}: timeout: {HOP} exceeded its deadline of 300 ms" in message
+        assert link_calls(a, "hop", where)[1] == {"timeout": 1}
+        # the caller's timeout is the shorter: the link call gives up when it passes (the
+        # in-process callee is stopped then, not at its own 3 s), as a NATS request
+        # would; whether the caller, then at its own deadline, traps before it returns
+        # the err depends on where the epoch tick falls, on either path
+        slow = f"{where}-slow"
+        await client.put_link("hasty", slow, "lattice", "hop", ["chain"], replace=True)
+        started = loop.time()
+        try:
+            got = await client.call("hasty", HOP, [1, "spin"], timeout=10)
+        except InvocationError as exc:
+            assert exc.kind is ErrorKind.TIMEOUT
+            assert "exceeded its deadline of 500 ms" in exc.message
+        else:
+            assert f"target {slow} did not answer {HOP} within 0.5s" in got["err"], got
+        assert loop.time() - started < 2.5
+        assert link_calls(a, "hasty", slow)[1] == {"timeout": 1}

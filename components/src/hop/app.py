@@ -2,7 +2,8 @@
 
 Linked to itself, `hop(n, name)` calls itself n times before answering; linked to
 another hop (and that one back), the calls go round a cycle. `name` "fail" ends the
-chain with an err, "trap" with a trap, so tests can see how each comes back up.
+chain with an err, "trap" with a trap, "spin" never ends it (a deadline does), so tests
+can see how each comes back up.
 """
 
 from __future__ import annotations
@@ -19,5 +20,7 @@ class Chain(exports.Chain):
                 raise Err("failed at the end of the chain")
             if name == "trap":
                 raise RuntimeError("trapped at the end of the chain")
+            while name == "spin":  # until the deadline stops it
+                pass
             return name
         return f"{hops}>" + chain.hop(hops - 1, name)
