@@ -76,7 +76,9 @@ def traces_url(endpoint: str) -> str:
 
 class Tracing:
     """One process's tracer and exporter; every method is for the event loop's thread
-    except `shutdown`."""
+    except `shutdown`, and the span methods (`client`, `inbound`, `headers`, `finish`),
+    which a same-host link call runs on a worker thread (host/runtime/imports.py): the
+    SDK's spans and batch processor take locks of their own."""
 
     def __init__(
         self,

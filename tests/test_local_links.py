@@ -15,12 +15,17 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from host.config import HostConfig
+from host.host import Host
 from host.runtime.exports import resolve
 from host.runtime.imports import MAX_INLINE_DEPTH
+from lattice import codec
 from lattice.client import LatticeClient
 from lattice.protocol.invocation import ErrorKind, InvocationError
 from lattice.protocol.spy import SpyRecord, SpyWatch, watch_subject
-from tests.conftest import precompile
+from lattice.tracing import Tracing
+from tests.conftest import CACHE, precompile
+from tests.otlp import CLIENT, SERVER, OtlpReceiver, Received
 
 RELAY = "lattice:examples/relay"
 HOP = "lattice:hop/chain.hop"
@@ -372,3 +377,60 @@ async def test_deadlines_are_the_same_in_process_and_over_nats(
             assert f"target {slow} did not answer {HOP} within 0.5s" in got["err"], got
         assert loop.time() - started < 2.5
         assert link_calls(a, "hasty", slow)[1] == {"timeout": 1}
+
+
+async def test_a_same_host_call_is_one_trace_as_over_nats(
+    nats_url: str, lattice_name: str, client: LatticeClient, nc: NATS, linked_refs: dict[str, str]
+) -> None:
+    receiver = await OtlpReceiver().start()
+    host = Host(
+        HostConfig(
+            nats_url=nats_url,
+            lattice=lattice_name,
+            data_dir=CACHE / "test-host",
+            embedded_nats=False,
+            otlp_endpoint=receiver.url,
+        )
+    )
+    await host.start()
+    try:
+        await client.scale_component(host.host_id, linked_refs["caller"], "caller", 1)
+        await client.scale_component(host.host_id, linked_refs["greeter"], "greeter", 1)
+        await client.put_link("caller", "greeter", "lattice", "examples", ["greet"])
+        tracer = Tracing(receiver.url, service="test-caller", instance_id="pytest")
+        root = tracer.client("pytest relay-hello", None, {})
+        msg = await nc.request(
+            f"{lattice_name}.caller.rpc.{RELAY}.relay-hello",
+            codec.pack(["T"]),
+            timeout=10,
+            headers=tracer.headers(root, {}),
+        )
+        tracer.finish(root, None)
+        await tracer.close(5.0)
+        assert codec.unpack(msg.data) == "Hello, T!"
+        trace_id = format(root.get_span_context().trace_id, "032x")
+
+        def complete(spans: list[Received]) -> bool:
+            return len([s for s in spans if s.trace_id == trace_id]) >= 4
+
+        spans = await receiver.wait_for(complete)
+    finally:
+        await host.stop("test finished")
+        await receiver.stop()
+    mine = {s.name: s for s in spans if s.trace_id == trace_id}
+    outer = mine[f"invoke {RELAY}.relay-hello"]
+    link = mine[f"call {GREET_HELLO}"]
+    inner = mine[f"invoke {GREET_HELLO}"]
+    assert outer.parent_id == format(root.get_span_context().span_id, "016x")
+    assert link.kind == CLIENT and link.parent_id == outer.span_id
+    assert link.attributes["lattice.target"] == "greeter"
+    assert link.attributes["lattice.outcome"] == "ok"
+    assert inner.kind == SERVER and inner.parent_id == link.span_id
+    assert inner.attributes == {
+        "lattice.name": lattice_name,
+        "lattice.host_id": host.host_id,
+        "lattice.component_id": "greeter",
+        "lattice.source_id": "caller",
+        "lattice.function": GREET_HELLO,
+        "lattice.outcome": "ok",
+    }
