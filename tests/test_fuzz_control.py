@@ -219,6 +219,119 @@ def test_provider_start_up_data_is_refused_clearly(line: bytes) -> None:
             assert str(exc) and "Traceback" not in str(exc)
 
 
+# -- the controller's API -----------------------------------------------------------
+
+VALID = {
+    "apiVersion": "core.oam.dev/v1beta1",
+    "kind": "Application",
+    "metadata": {"name": "fuzzed", "annotations": {"version": "v1"}},
+    "spec": {
+        "components": [
+            {
+                "name": "echo",
+                "type": "component",
+                "properties": {"image": "file:///nowhere/echo.wasm"},
+                "traits": [{"type": "spreadscaler", "properties": {"instances": 1}}],
+            }
+        ]
+    },
+}
+PATHS = [
+    ("apiVersion",),
+    ("kind",),
+    ("metadata",),
+    ("metadata", "name"),
+    ("metadata", "annotations"),
+    ("metadata", "annotations", "version"),
+    ("spec",),
+    ("spec", "components"),
+    ("spec", "components", 0),
+    ("spec", "components", 0, "name"),
+    ("spec", "components", 0, "type"),
+    ("spec", "components", 0, "properties"),
+    ("spec", "components", 0, "properties", "image"),
+    ("spec", "components", 0, "traits"),
+    ("spec", "components", 0, "traits", 0, "type"),
+    ("spec", "components", 0, "traits", 0, "properties"),
+    ("spec", "components", 0, "traits", 0, "properties", "instances"),
+]
+
+
+def _mutated(path: tuple[Any, ...], value: Any) -> bytes:
+    doc = json.loads(json.dumps(VALID))
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return json.dumps(doc).encode()
+
+
+manifests = st.one_of(
+    st.builds(_mutated, st.sampled_from(PATHS), json_values),
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),  # YAML is text too
+)
+VERBS = ["get", "versions", "del", "deploy", "undeploy", "status", "history", "list", "nope"]
+
+
+@pytest.fixture(scope="module")
+def controller(live: tuple[Run, Host, Any]) -> Iterator[Any]:
+    from lattice.controller.run.service import Controller
+
+    run, host, _ = live
+    ctl = Controller(host.nats_url, host.lattice, tick=0.3, lease_ttl=3.0, resync_interval=1.0)
+    run(ctl.start())
+    try:
+        yield ctl
+    finally:
+        run(asyncio.wait_for(ctl.stop(), 30))
+
+
+def _api(run: Run, nc: Any, subject: str, body: bytes) -> dict[str, Any]:
+    reply = json.loads(run(nc.request(subject, body, timeout=10)).data)
+    assert isinstance(reply, dict) and "result" in reply, reply
+    if reply["result"] == "error":
+        message = reply.get("message", "")
+        assert message, f"{subject}: an error with no message"
+        assert not UNEXPECTED.search(message) and "Traceback" not in message, (subject, message)
+    return reply
+
+
+@settings(FUZZ, max_examples=150)
+@given(body=manifests)
+def test_the_controller_answers_hostile_manifests_clearly(
+    live: tuple[Run, Host, Any], controller: Any, body: bytes
+) -> None:
+    run, host, nc = live
+    _api(run, nc, f"wadm.api.{host.lattice}.model.put", body)
+
+
+@settings(FUZZ, max_examples=150)
+@given(
+    verb=st.sampled_from(VERBS),
+    name=st.from_regex(r"[a-z0-9][a-z0-9-]{0,11}", fullmatch=True),
+    body=payloads,
+)
+def test_the_controller_answers_hostile_requests_clearly(
+    live: tuple[Run, Host, Any], controller: Any, verb: str, name: str, body: bytes
+) -> None:
+    run, host, nc = live
+    suffix = "" if verb == "list" else f".{name}"
+    _api(run, nc, f"wadm.api.{host.lattice}.model.{verb}{suffix}", body)
+
+
+def test_the_controller_survived_and_still_takes_a_manifest(
+    live: tuple[Run, Host, Any], controller: Any
+) -> None:
+    run, host, nc = live
+    api = f"wadm.api.{host.lattice}.model"
+    doc = {**VALID, "metadata": {"name": "after-fuzz", "annotations": {"version": "v1"}}}
+    put = _api(run, nc, f"{api}.put", json.dumps(doc).encode())
+    assert put["result"] in ("created", "newversion") and put["name"] == "after-fuzz"
+    listed = _api(run, nc, f"{api}.list", b"")
+    assert "after-fuzz" in {m["name"] for m in listed["models"]}
+
+
 def test_the_host_survived_and_its_state_reads_back(live: tuple[Run, Host, Any]) -> None:
     """Runs after the fuzz (file order): the host answers, echo works, links read back."""
     run, host, nc = live
