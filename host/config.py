@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from host.policy import PolicySettings
+from lattice import paths
 from lattice.artifacts.claims import check_issuer
 from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol.subjects import check_token
 
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "lattice"
+default_data_dir = paths.default_data_dir  # where it always was, for its callers
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ what nats-py's own object store reads back, replacement, and a refused write."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -10,7 +11,7 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 
-from lattice.artifacts.objwrite import ObjectWriteError, put_object
+from lattice.artifacts.objwrite import ObjectWriteError, _Resume, put_object
 
 CHUNK = 64 * 1024
 
@@ -61,3 +62,100 @@ async def test_a_chunk_the_store_refuses_commits_nothing(nats_url: str) -> None:
     finally:
         await js.delete_object_store(bucket)
         await nc.close()
+
+
+class _CutOff(Exception):
+    """Stands in for a connection lost or a process stopped mid-write."""
+
+
+async def test_a_write_cut_off_resumes_where_it_stopped(nats_url: str, tmp_path) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    bucket = f"objw{uuid.uuid4().hex[:8]}"
+    store = await js.create_object_store(bucket)
+    data = os.urandom(CHUNK * 30 + 7)  # 31 chunks
+    try:
+
+        def cut_after_ten(i: int, n: int) -> None:
+            if i == 9:
+                raise _CutOff
+
+        with pytest.raises(_CutOff):
+            await put_object(
+                nc, store, bucket, "big", data, {}, CHUNK, cut_after_ten, resume_dir=tmp_path
+            )
+        await nc.flush()
+        with pytest.raises(NotFoundError):  # nothing committed
+            await store.get_info("big")
+        assert len(list(tmp_path.iterdir())) == 1  # the note of how to resume
+
+        sent: list[int] = []
+        await put_object(
+            nc, store, bucket, "big", data, {}, CHUNK, lambda i, n: sent.append(i), tmp_path
+        )
+        assert sent == list(range(10, 31)), sent  # only what the stream did not hold
+        assert (await store.get("big")).data == data  # nats-py reads it whole
+        assert (await js.stream_info(f"OBJ_{bucket}")).state.messages == 31 + 1  # no duplicate
+        assert list(tmp_path.iterdir()) == []  # done: the note is gone
+    finally:
+        await js.delete_object_store(bucket)
+        await nc.close()
+
+
+async def test_what_is_not_a_clean_prefix_is_written_again(nats_url: str, tmp_path) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    bucket = f"objw{uuid.uuid4().hex[:8]}"
+    store = await js.create_object_store(bucket)
+    data = os.urandom(CHUNK * 8)
+    try:
+
+        def cut(i: int, n: int) -> None:
+            if i == 3:
+                raise _CutOff
+
+        with pytest.raises(_CutOff):
+            await put_object(nc, store, bucket, "o", data, {}, CHUNK, cut, resume_dir=tmp_path)
+        (note,) = tmp_path.iterdir()
+        nuid = json.loads(note.read_text())["nuid"]
+        # something else landed on that subject: the prefix is no longer the write's own
+        await js.publish(f"$O.{bucket}.C.{nuid}", b"junk", headers={"Lattice-Chunk": "7/8"})
+        sent: list[int] = []
+        await put_object(
+            nc, store, bucket, "o", data, {}, CHUNK, lambda i, n: sent.append(i), tmp_path
+        )
+        assert sent == list(range(8)) and (await store.get("o")).data == data
+    finally:
+        await js.delete_object_store(bucket)
+        await nc.close()
+
+
+async def test_without_a_resume_dir_a_cut_off_write_leaves_nothing(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    bucket = f"objw{uuid.uuid4().hex[:8]}"
+    store = await js.create_object_store(bucket)
+    try:
+
+        def cut(i: int, n: int) -> None:
+            if i == 2:
+                raise _CutOff
+
+        with pytest.raises(_CutOff):
+            await put_object(nc, store, bucket, "o", os.urandom(CHUNK * 6), {}, CHUNK, cut)
+        await nc.flush()
+        assert (await js.stream_info(f"OBJ_{bucket}")).state.messages == 0
+    finally:
+        await js.delete_object_store(bucket)
+        await nc.close()
+
+
+def test_two_writers_of_the_same_bytes_never_share_a_subject(tmp_path) -> None:
+    first = _Resume(tmp_path, "b", "o", "key")
+    second = _Resume(tmp_path, "b", "o", "key")  # while the first still runs
+    assert first.path is not None and second.path is None and first.nuid != second.nuid
+    first.close(finished=False)
+    third = _Resume(tmp_path, "b", "o", "key")  # a later retry takes the noted subject
+    assert third.nuid == first.nuid
+    third.close(finished=True)
+    assert list(tmp_path.iterdir()) == []

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
+from lattice import paths
 from lattice.artifacts import claims, refs
 from lattice.artifacts.fetch import Fetcher, FetchPolicy
 from lattice.artifacts.oci import Credentials, OciClient
@@ -65,6 +67,13 @@ def describe_bytes(ref: str, data: bytes, **extra: Any) -> Described:
     return Described(ref, sha256_digest(data), len(data), world(data), extra, signature)
 
 
+def resume_dir() -> Path:
+    """Where an interrupted `lattice push lattice://…` notes how to resume: under the
+    data dir (`LATTICE_DATA_DIR`, as `lattice up --data-dir` sets it, or the default)."""
+    base = os.environ.get("LATTICE_DATA_DIR")
+    return (Path(base) if base else paths.default_data_dir()) / "push-resume"
+
+
 async def push(
     ref: str,
     file: Path,
@@ -81,7 +90,7 @@ async def push(
         if nc is None:
             raise RefError(f"{ref}: pushing to the lattice needs a NATS connection")
         w = world(data)
-        info = await ArtifactStore(nc, lattice).push(parsed, data, w)
+        info = await ArtifactStore(nc, lattice).push(parsed, data, w, resume_dir())
         return Described(str(parsed), info.digest, info.size, w, {"stored_in": "lattice"})
     if isinstance(parsed, OciRef):
         client = OciClient(

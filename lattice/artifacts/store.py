@@ -24,6 +24,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -129,11 +130,16 @@ class ObjectBucket:
             await buckets.opened_object_store(self.nc, self.bucket)
         return self._store
 
-    async def put(self, name: str, data: bytes, headers: dict[str, str]) -> ArtifactInfo:
+    async def put(
+        self, name: str, data: bytes, headers: dict[str, str], resume_dir: Path | None = None
+    ) -> ArtifactInfo:
+        """`resume_dir`: where a write cut off notes how to resume (objwrite.py)."""
         store = await self.open()
         chunk = min(CHUNK_SIZE, max(64 * 1024, (self.nc.max_payload or CHUNK_SIZE) // 2))
         try:
-            info = await put_object(self.nc, store, self.bucket, name, data, headers, chunk)
+            info = await put_object(
+                self.nc, store, self.bucket, name, data, headers, chunk, resume_dir=resume_dir
+            )
         except ObjectWriteError as exc:
             raise StoreError(str(exc)) from None
         return _info(info)
@@ -232,12 +238,14 @@ class ArtifactStore:
         self.lattice = lattice
         self._bucket = ObjectBucket(nc, artifacts_bucket(lattice), f"components of {lattice}")
 
-    async def push(self, ref: LatticeRef, data: bytes, world: World) -> ArtifactInfo:
+    async def push(
+        self, ref: LatticeRef, data: bytes, world: World, resume_dir: Path | None = None
+    ) -> ArtifactInfo:
         headers = {
             DIGEST_HEADER: sha256_digest(data),
             WORLD_HEADER: json.dumps({"imports": world.imports, "exports": world.exports}),
         }
-        return await self._bucket.put(ref.object_name, data, headers)
+        return await self._bucket.put(ref.object_name, data, headers, resume_dir)
 
     async def info(self, ref: LatticeRef) -> ArtifactInfo | None:
         return await self._bucket.info(ref.object_name)
