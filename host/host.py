@@ -107,17 +107,7 @@ class Host:
     async def start(self) -> None:
         url = await self._ensure_nats()
         try:
-            self.nc = await natsauth.connect(
-                url,
-                self.config.nats_auth,
-                name=f"lattice-host {self.friendly_name}",
-                connect_timeout=self.config.nats_connect_timeout,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                error_cb=self._on_nats_error,
-                disconnected_cb=self._on_disconnect,
-                reconnected_cb=self._on_reconnect,
-            )
+            self.nc = await self._connect(url, f"lattice-host {self.friendly_name}")
         except natsauth.NatsConnectError as exc:
             await self._stop_embedded()
             raise HostStartError(str(exc)) from None
@@ -234,6 +224,20 @@ class Host:
         )
         self.components.workers = self.workers
         self.workers.start()
+
+    async def _connect(self, url: str, name: str) -> NATS:
+        """The host's (or a worker's) own connection: reconnects forever, says so."""
+        return await natsauth.connect(
+            url,
+            self.config.nats_auth,
+            name=name,
+            connect_timeout=self.config.nats_connect_timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=self._on_nats_error,
+            disconnected_cb=self._on_disconnect,
+            reconnected_cb=self._on_reconnect,
+        )
 
     async def _ensure_nats(self) -> str:
         url = self.config.nats_url

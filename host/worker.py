@@ -23,7 +23,7 @@ import structlog
 from host.config import ArtifactSettings, HostConfig, Limits
 from host.host import Host
 from host.identity import HostIdentity, load_identity
-from lattice import logs, natsauth
+from lattice import logs
 from lattice.natsauth import NatsAuth
 from lattice.protocol.messages import ScaleComponentRequest, UpdateComponentRequest
 from lattice.state import LatticeState
@@ -90,17 +90,8 @@ class WorkerHost(Host):
         self._sent: dict[str, int] = {}
 
     async def start(self) -> None:
-        self.nc = await natsauth.connect(
-            self.config.nats_url,
-            self.config.nats_auth,
-            name=f"lattice-host {self.friendly_name} worker {self.index}",
-            connect_timeout=self.config.nats_connect_timeout,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            error_cb=self._on_nats_error,
-            disconnected_cb=self._on_disconnect,
-            reconnected_cb=self._on_reconnect,
-        )
+        name = f"lattice-host {self.friendly_name} worker {self.index}"
+        self.nc = await self._connect(self.config.nats_url, name)
         self.state = LatticeState(self.nc, self.lattice)
         await self.state.start()
         await self._start_runtime(self.config.nats_url)

@@ -344,27 +344,18 @@ def mint_component(
     targets: Iterable[str],
 ) -> tuple[str, str]:
     """(user JWT, seed) of a fresh identity for one component's link calls on one host."""
+    name = f"component {component_id} on {host_id[:12]}"
+    return _mint(signing_key, account, name, component_permissions(lattice, component_id, targets))
+
+
+def _mint(signing_key: Key, account: str, name: str, perms: dict[str, Any]) -> tuple[str, str]:
     user = Key.new(nkeys.PREFIX_BYTE_USER)
-    jwt = user_jwt(
-        signing_key,
-        account,
-        user.public,
-        f"component {component_id} on {host_id[:12]}",
-        component_permissions(lattice, component_id, targets),
-    )
-    return jwt, user.seed
+    return user_jwt(signing_key, account, user.public, name, perms), user.seed
 
 
 def mint_provider(
     signing_key: Key, account: str, lattice: str, provider_id: str, host_id: str, image_ref: str
 ) -> tuple[str, str]:
     """(user JWT, seed) of a fresh identity for one provider process."""
-    user = Key.new(nkeys.PREFIX_BYTE_USER)
-    jwt = user_jwt(
-        signing_key,
-        account,
-        user.public,
-        f"provider {provider_id} on {host_id[:12]}",
-        provider_permissions(lattice, provider_id, host_id, image_ref),
-    )
-    return jwt, user.seed
+    perms = provider_permissions(lattice, provider_id, host_id, image_ref)
+    return _mint(signing_key, account, f"provider {provider_id} on {host_id[:12]}", perms)

@@ -327,22 +327,18 @@ async def test_lattice_up_secure_makes_a_lattice_others_join(
         ca = secure_dir / "tls" / "ca.pem"
 
         # one more host gets a user of its own
+        join = [sys.executable, "-m", "lattice", "secure", "join", "edge-1"]
+        join += ["--data-dir", str(tmp_path / "first")]
         joined = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "lattice", "secure", "join", "edge-1",
-             "--data-dir", str(tmp_path / "first")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            subprocess.run, join, capture_output=True, text=True, timeout=60
+        )
         assert joined.returncode == 0, joined.stderr
         edge_creds = secure_dir / "hosts" / "edge-1.creds"
         assert joined.stdout.splitlines()[0] == str(edge_creds)
         assert f":{port} --creds edge-1.creds --tls-ca ca.pem" in joined.stdout
         again = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "lattice", "secure", "join", "edge-1",
-             "--data-dir", str(tmp_path / "first")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            subprocess.run, join, capture_output=True, text=True, timeout=60
+        )
         assert again.returncode == 2 and "exists already" in again.stderr
         files = [f for f in secure_dir.rglob("*") if f.is_file()]
         seeds = [line for f in files for line in f.read_text().split() if
