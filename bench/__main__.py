@@ -8,12 +8,15 @@ import sys
 BENCHES = {
     "invoke": "bench.invoke",
     "provider": "bench.provider",
+    "links": "bench.links",  # component → component: in-process on one host vs over NATS
+    "transport": "bench.transport",  # a same-host hop: Unix socket vs NATS loopback
     "controller": "bench.controller",
     "http": "bench.http",
     "deploy": "bench.deploy",
     "soak": "bench.soak",
     "blobstore": "bench.blobstore",
     "http_client": "bench.http_client",
+    "neighbour": "bench.neighbour",  # a neighbour's latency while runaways are stopped
     "all": "bench.all",  # invoke + provider + http: one table, one .bench-results/ record
     "compare": "bench.compare",  # two records: ratio of every figure, flags beyond ±10 %
 }
