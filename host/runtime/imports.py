@@ -65,6 +65,7 @@ from host.runtime import services
 from host.runtime.exports import UnknownFunction, resolve
 from host.runtime.pool import InstancePool, PoolBusy, PoolClosed, blocked, current_trace
 from host.scoped import OutOfScope
+from host.wasi._speedups import define_func
 from host.wasi.layer import HOST_PREFIXES
 from lattice import codec
 from lattice.protocol import handoff
@@ -99,6 +100,8 @@ class ImportFailure(Exception):
 class ImportedFunction:
     name: str  # as imported: "hello", "[method]bucket.get", "[static]r.make", "[constructor]r"
     sig: FuncSig
+    # wasmtime's own type, so the host function is defined with it (host.wasi._speedups)
+    fty: FuncType | None = field(default=None, compare=False, repr=False)
 
     @property
     def operation(self) -> str:
@@ -136,7 +139,7 @@ def bridged_imports(engine: wasmtime.Engine, component: Component) -> list[Impor
         for fname, fext in item.exports(engine).items():
             fitem = fext.ty
             if isinstance(fitem, FuncType):
-                funcs.append(ImportedFunction(fname, FuncSig.from_wasmtime(fitem)))
+                funcs.append(ImportedFunction(fname, FuncSig.from_wasmtime(fitem), fitem))
             elif isinstance(fitem, ResourceType):
                 resources.append(fname)
         found.append(
@@ -249,7 +252,7 @@ class ImportBridge:
                         services.define(
                             inst,
                             iface.short,
-                            [(f.name, f.sig) for f in iface.functions],
+                            [(f.name, f.sig, f.fty) for f in iface.functions],
                             component_id,
                             self.component_config,
                         )
@@ -258,7 +261,8 @@ class ImportBridge:
                     for res in iface.resources:
                         inst.add_resource(res, ResourceType.host(BUCKET_TYPE_ID), self._drop)
                     for fn in iface.functions:
-                        inst.add_func(fn.name, self._forwarder(component_id, iface, fn, timeout_ms))
+                        forwarder = self._forwarder(component_id, iface, fn, timeout_ms)
+                        define_func(inst, fn.name, forwarder, fn.fty)
 
     def _drop(self, store: Any, rep: int) -> None:
         with self._lock:

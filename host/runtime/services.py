@@ -19,8 +19,9 @@ from typing import Any
 
 import structlog
 import wasmtime
-from wasmtime.component import LinkerInstance
+from wasmtime.component import FuncType, LinkerInstance
 
+from host.wasi._speedups import define_func
 from lattice import codec
 from lattice.valtype import FuncSig
 
@@ -46,13 +47,13 @@ def serves(short_name: str) -> bool:
 def define(
     inst: LinkerInstance,
     short_name: str,
-    functions: list[tuple[str, FuncSig]],
+    functions: list[tuple[str, FuncSig, FuncType | None]],
     component_id: str,
     config: ComponentConfig,
 ) -> None:
     """Define the functions of one host-served interface in `inst`."""
-    for name, sig in functions:
-        inst.add_func(name, _implementation(short_name, name, sig, component_id, config))
+    for name, sig, fty in functions:
+        define_func(inst, name, _implementation(short_name, name, sig, component_id, config), fty)
 
 
 def _implementation(

@@ -177,6 +177,22 @@ def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any], fty: Fun
         raise WasmtimeError._from_ptr(err)
 
 
+def define_func(
+    inst: LinkerInstance, name: str, func: Callable[..., Any], fty: FuncType | None
+) -> None:
+    """`add_func` with the speed-ups installed, when the function's type is at hand (the
+    lattice's import bridge and host services), else wasmtime-py's own `add_func`.
+
+    Measured on `bench provider`: wasmtime-py's callback spent ~25 % of the host's
+    CPU re-reading the `result<u64, error>` of `wasi:keyvalue/atomics.increment` from C
+    on every return."""
+    if fty is None:
+        inst.add_func(name, func)
+        return
+    install()
+    add_func(inst, name, func, fty)
+
+
 # -- memoized type introspection --------------------------------------------------------
 
 _MEMOIZED_PROPERTIES = (
