@@ -94,6 +94,10 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "hop": ComponentSpec("hop", "hop-world", (None,), COMPONENTS_DIR / "wit-hop"),
     # the echo interface in hand-written WAT, no language runtime: what a call costs the host
     "echo_min": ComponentSpec("echo_min", "lattice:examples/echo", (None,), language="wat"),
+    # the counter's increment in WAT: keyvalue open + atomics.increment with no runtime
+    "counter_min": ComponentSpec(
+        "counter_min", "lattice:examples/counter", (None,), language="wat"
+    ),
     # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)
     "hello_http": ComponentSpec("hello_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
     "fetch_http": ComponentSpec("fetch_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),

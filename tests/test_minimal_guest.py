@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from components.build import build
 from lattice.client import LatticeClient
@@ -56,3 +57,41 @@ async def test_host_runs_it_and_it_echoes(host, client: LatticeClient, echo_min:
 
     (desc,) = (await client.inventory(host.host_id)).components
     assert desc.exports == ["lattice:examples/echo.echo", "lattice:examples/echo.version"]
+
+
+COUNTER = "lattice:examples/counter.increment"
+
+
+async def test_minimal_counter_counts_through_a_provider_on_another_host(
+    start_host, client: LatticeClient, redis_server
+) -> None:
+    """The bench's second provider guest: keyvalue open, atomics.increment, the bucket
+    dropped, over a link to keyvalue-redis running on a different host."""
+    provider_host, component_host = await start_host(), await start_host()
+    ref = build("counter_min").as_uri()
+    await client.scale_component(component_host.host_id, ref, "counter-min", 2)
+
+    # no link yet: the keyvalue error comes back as the export's err string, no trap
+    unlinked = await client.call("counter-min", COUNTER, ["hits"])
+    assert set(unlinked) == {"err"} and "counter-min" in unlinked["err"], unlinked
+
+    await client.put_config("redis-min", {"url": redis_server.url(3)})
+    await client.start_provider(provider_host.host_id, "builtin://keyvalue-redis", "kv-min")
+    await client.put_link(
+        "counter-min",
+        "kv-min",
+        "wasi",
+        "keyvalue",
+        ["store", "atomics"],
+        target_config=["redis-min"],
+    )
+    key = f"min-{component_host.host_id[-6:]}"
+    got = [await client.call("counter-min", COUNTER, [key]) for _ in range(50)]
+    assert got == [{"ok": n} for n in range(1, 51)]
+    # in Redis itself: one key (`bucket:key`) holding 50
+    r = aioredis.from_url(redis_server.url(3))
+    try:
+        (stored,) = [k async for k in r.scan_iter(match=f"*:{key}")]
+        assert int(await r.get(stored)) == 50
+    finally:
+        await r.aclose()

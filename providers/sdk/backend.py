@@ -59,7 +59,8 @@ class BackendGuard:
         e = self.errors
         try:
             try:
-                value = await asyncio.wait_for(call(), timeout)
+                async with asyncio.timeout(timeout):  # no task per call (see dispatch.py)
+                    value = await call()
             except TimeoutError:
                 raise e.make_indeterminate(self.backend, f"no answer within {timeout:g}s") from None
         except e.base as exc:

@@ -139,7 +139,10 @@ async def _call(provider: Provider, op_name: str, source: str, link_name: str, d
         async with provider.calling(link) as current:
             if current is None:  # drained or replaced while the call waited
                 raise _not_linked(provider, source, link_name, op_name)
-            return await asyncio.wait_for(op.handler(current, args), provider.call_timeout)
+            # a timeout scope, not `wait_for`: on 3.11 that wraps the handler in a task
+            # of its own, one more loop turn per call
+            async with asyncio.timeout(provider.call_timeout):
+                return await op.handler(current, args)
     except InvocationError:
         raise
     except TimeoutError:
