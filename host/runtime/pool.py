@@ -105,7 +105,10 @@ def blocked() -> Iterator[None]:
     with pool._cv:
         pool._busy_since[ident] = float("-inf")
         pool._blocked += 1
-    if pool._loop is not None:
+        # only calls already queued need the recheck (`submit` counts blocked workers for
+        # the ones that come later); skipping it spares the loop one wake-up per import
+        queued = bool(pool._queue)
+    if queued and pool._loop is not None:
         with contextlib.suppress(RuntimeError):
             pool._loop.call_soon_threadsafe(pool._recheck_spawn)
     try:
