@@ -145,11 +145,16 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         in_cpu = CpuMeter(cluster.procs[-1].pid)
         host_nats = await cluster.host("--no-http-in-host", data_dir="nats")
         nats_pid = cluster.procs[-1].pid
+        # every core: the in-host server in both processes of a --workers 2 host
+        host_w2 = await cluster.host("--workers", "2", data_dir="in-host-w2")
+        w2_cpu = ProcessTreeCpu(cluster.procs[-1].pid, lazy=True)
+        w2_port = free_port()
         raw_cpu = CpuMeter(raw_proc.pid)
         client = await cluster.client()
         for host_id, provider, component, port in (
             (host_in, "http-in", "hello", in_port),
             (host_nats, "http-nats", "hello-nats", nats_port),
+            (host_w2, "http-w2", "hello-w2", w2_port),
         ):
             await client.start_provider(host_id, "builtin://http-server", provider)
             await client.scale_component(host_id, hello.as_uri(), component, args.count)
@@ -167,8 +172,10 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         async with aiohttp.ClientSession(connector=connector) as session:
             raw_url = f"http://127.0.0.1:{raw_port}"
             in_url, nats_url = f"http://127.0.0.1:{in_port}", f"http://127.0.0.1:{nats_port}"
+            w2_url = f"http://127.0.0.1:{w2_port}"
             await wait_routed(session, in_url + "/")
             await wait_routed(session, nats_url + "/")
+            await wait_routed(session, w2_url + "/")
             if wt_url is not None:
                 await wait_routed(session, wt_url + "/", timeout=180)  # compiles first
 
@@ -213,6 +220,8 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             raw_tp, raw_tp_cpu = await throughput(raw_url, raw_cpu)
             in_tp, in_tp_cpu = await throughput(in_url, in_cpu)
             nats_tp, nats_tp_cpu = await throughput(nats_url, nats_cpu)
+            w2_cpu.find()  # its worker process exists by now
+            w2_tp, w2_tp_cpu = await throughput(w2_url, w2_cpu)
             wt_tp = await wrk(wt_url + "/", args.inflight, args.seconds) if wt_url else None
             raw_echo = await echo_time(raw_url)
             in_echo = await echo_time(in_url)
@@ -238,6 +247,38 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                 "wasmtime serve",
             )
         )
+    if wt_tp is not None:
+        figures.append(
+            Figure(
+                BENCH,
+                f"in-host GET / requests/s, --workers 2, vs wasmtime serve, {load}",
+                w2_tp,
+                "requests/s",
+                "higher",
+                wt_tp,
+                "wasmtime serve",
+            )
+        )
+    figures += [
+        Figure(
+            BENCH,
+            f"in-host GET / requests/s, --workers 2 vs 1, {load}",
+            w2_tp,
+            "requests/s",
+            "higher",
+            in_tp,
+            "--workers 1",
+        ),
+        Figure(
+            BENCH,
+            f"in-host GET / CPU per request, all processes, --workers 2 vs 1, {load}",
+            w2_tp_cpu * 1e6,
+            "µs",
+            "lower",
+            in_tp_cpu * 1e6,
+            "--workers 1",
+        ),
+    ]
     return [
         *figures,
         Figure(
@@ -285,11 +326,20 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
 class ProcessTreeCpu:
     """CPU seconds per call of a process and its children (a host and its providers)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, lazy: bool = False) -> None:
+        self.pid = pid
+        self.meters: list[CpuMeter] = []
+        if not lazy:
+            self.find()
+
+    def find(self) -> None:
+        """Meter the process and its children as they are now (workers start late)."""
         import psutil
 
-        root = psutil.Process(pid)
-        self.meters = [CpuMeter(pid)] + [CpuMeter(c.pid) for c in root.children(recursive=True)]
+        root = psutil.Process(self.pid)
+        self.meters = [CpuMeter(self.pid)] + [
+            CpuMeter(c.pid) for c in root.children(recursive=True)
+        ]
 
     def start(self) -> None:
         for m in self.meters:

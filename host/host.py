@@ -223,6 +223,7 @@ class Host:
             self.lattice,
         )
         self.components.workers = self.workers
+        self.providers.mirror = self.workers  # the in-host http-server runs in each
         self.workers.start()
 
     async def _connect(self, url: str, name: str) -> NATS:
@@ -393,6 +394,7 @@ class Host:
         def http_server(host_data: Any) -> HttpServerProvider:
             provider = HttpServerProvider(host_data)
             provider.local = http_serve.local_server(self.components.pool_of)
+            provider.reuse_port = self.config.workers > 1  # its workers listen too
             return provider
 
         return {"builtin://http-server": http_server}

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import structlog
@@ -207,6 +207,15 @@ class RunningProvider:
         return self.process.pid if self.process else None
 
 
+class ProviderMirror(Protocol):
+    """Who else runs this host's in-process providers: its worker processes
+    (host/workers.py), each with a copy of its own on the same ports."""
+
+    async def start_provider(self, host_data: dict[str, Any]) -> None: ...
+
+    async def stop_provider(self, provider_id: str) -> None: ...
+
+
 class ProviderManager:
     otlp_endpoint: str | None = None  # the host's --otlp-endpoint, handed to each provider
 
@@ -240,6 +249,7 @@ class ProviderManager:
         self.log_format = log_format
         self.log_level = log_level
         self.running: dict[str, RunningProvider] = {}
+        self.mirror: ProviderMirror | None = None  # --workers N: they run in-process ones too
         self._locks: dict[str, asyncio.Lock] = {}
         self._log = log.bind(host_id=host_id, lattice=lattice)
         state.on_link_change(self._on_link_change)
@@ -382,7 +392,10 @@ class ProviderManager:
         rp.process = InProcess(runner, task)
         rp.started_at = time.time()
         rp.tasks = [t for t in rp.tasks if not t.done()]
-        return await self._await_ready(rp)
+        error = await self._await_ready(rp)
+        if error is None and self.mirror is not None:
+            await self.mirror.start_provider(data)
+        return error
 
     async def _await_ready(self, rp: RunningProvider) -> str | None:
         proc = rp.process
@@ -588,6 +601,8 @@ class ProviderManager:
                 t.cancel()
             proc = rp.process
             if isinstance(proc, InProcess):
+                if self.mirror is not None:
+                    await self.mirror.stop_provider(provider_id)
                 await proc.stop(STOP_TIMEOUT)
             elif proc is not None and proc.returncode is None:
                 # Bounded at every step: ask over NATS (answered at once), close stdin

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from host import http_serve
 from host.config import ArtifactSettings, HostConfig, Limits
 from host.host import Host
 from host.identity import HostIdentity, load_identity
@@ -27,10 +28,14 @@ from lattice import logs
 from lattice.natsauth import NatsAuth
 from lattice.protocol.messages import ScaleComponentRequest, UpdateComponentRequest
 from lattice.state import LatticeState
+from providers.http_server.provider import HttpServerProvider
+from providers.sdk import parse_host_data
+from providers.sdk.runner import Runner
 
 log = structlog.get_logger("lattice.worker")
 
 STATUS_INTERVAL_S = 0.5
+STOP_PROVIDER_S = 10.0
 
 
 def start_data(config: HostConfig, nats_url: str, identity: HostIdentity) -> dict[str, Any]:
@@ -88,6 +93,7 @@ class WorkerHost(Host):
         self.index = index
         self._log = log.bind(host_id=self.host_id, lattice=self.lattice, worker=index)
         self._sent: dict[str, int] = {}
+        self._providers: dict[str, tuple[Runner, asyncio.Task[int]]] = {}
 
     async def start(self) -> None:
         name = f"lattice-host {self.friendly_name} worker {self.index}"
@@ -99,6 +105,8 @@ class WorkerHost(Host):
 
     async def stop(self, reason: str = "worker stopped") -> None:
         self._stopping = True
+        for provider_id in list(self._providers):
+            await self._stop_provider(provider_id)
         await self.components.stop_all()
         if self.bridge.scoped is not None:
             await self.bridge.scoped.close()
@@ -141,10 +149,34 @@ class WorkerHost(Host):
                 await self.components.scale(ScaleComponentRequest.model_validate(msg["req"]))
             elif msg["op"] == "update":
                 await self.components.update(UpdateComponentRequest.model_validate(msg["req"]))
+            elif msg["op"] == "provider_start":
+                await self._start_provider(msg["req"])
+            elif msg["op"] == "provider_stop":
+                await self._stop_provider(str(msg["req"]["provider_id"]))
         except Exception:
             self._log.exception("bad command from the host")
         self.report_status()
         _say({"done": msg.get("seq", 0)})
+
+    async def _start_provider(self, data: dict[str, Any]) -> None:
+        """This worker's copy of the host's in-process http-server (host/workers.py)."""
+        provider_id = str(data["provider_id"])
+        await self._stop_provider(provider_id)  # a restart of the host's own copy
+        provider = HttpServerProvider(parse_host_data(json.dumps(data)))
+        provider.local = http_serve.local_server(self.components.pool_of)
+        provider.reuse_port = True
+        runner = Runner(provider)
+        self._providers[provider_id] = (runner, asyncio.create_task(runner.run()))
+        self._log.info("serving HTTP beside the host", provider_id=provider_id)
+
+    async def _stop_provider(self, provider_id: str) -> None:
+        running = self._providers.pop(provider_id, None)
+        if running is None:
+            return
+        runner, task = running
+        runner.stop(0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, STOP_PROVIDER_S)
 
     async def _status_loop(self) -> None:
         while True:

@@ -11,11 +11,17 @@ The scale count stays the host's: a component scaled to `count` gets `shares(cou
 instances, this process first (it always runs at least one, for the in-host HTTP path),
 so the sum over workers is `count` and memory per instance does not grow.
 
+The in-host http-server runs in every worker too (`provider_start`/`provider_stop`):
+each copy listens on the same ports with SO_REUSEPORT, so the kernel spreads the HTTP
+connections over the processes and a request goes to the warm instances of the process
+that accepted it, with no NATS hop and no hand-over between processes.
+
 The pipe protocol is one JSON object per line: the host writes commands on a worker's
-stdin (`scale`, `update`) and closes stdin to stop it; the worker writes `ready`,
-`event` (what its component manager would have published) and `status` (warm instances
-per component) on its stdout. A pipe rather than NATS: it needs no subject permissions,
-and its end of file tells a worker that its host is gone, even after a SIGKILL.
+stdin (`scale`, `update`, `provider_start`, `provider_stop`) and closes stdin to stop
+it; the worker writes `ready`, `event` (what its component manager would have
+published) and `status` (warm instances per component) on its stdout. A pipe rather
+than NATS: it needs no subject permissions, and its end of file tells a worker that its
+host is gone, even after a SIGKILL.
 """
 
 from __future__ import annotations
@@ -76,6 +82,9 @@ class WorkerSet:
         self._data = start_data  # secrets included (host seed): written to a pipe only
         self._workers = [_Worker(i) for i in range(1, n)]
         self._desired: dict[str, ScaleComponentRequest] = {}  # what every worker should run
+        # in-process providers every worker runs a copy of (the http-server), by id:
+        # their start-up data, credentials included, written to the pipes only
+        self._providers: dict[str, dict[str, Any]] = {}
         self._stopping = False
         self._seq = 0
         self._log = log.bind(host_id=host_id, lattice=lattice)
@@ -124,6 +133,8 @@ class WorkerSet:
         proc.stdin.write(base64.b64encode(json.dumps(data).encode()) + b"\n")
         for req in self._desired.values():  # its shares, whether new or restarted
             self._send(w, "scale", self._share(req, w))
+        for provider in self._providers.values():
+            self._send(w, "provider_start", provider)
         w.reader = asyncio.create_task(self._read(w, proc))
         try:
             await asyncio.wait_for(asyncio.shield(w.ready), START_TIMEOUT_S)
@@ -244,6 +255,19 @@ class WorkerSet:
             self._desired[req.component_id] = old.model_copy(update=change)
         body = req.model_dump(mode="json")
         await self._wait([self._send(w, "update", body) for w in self._workers])
+
+    async def start_provider(self, host_data: dict[str, Any]) -> None:
+        """Every worker runs its own copy of an in-process provider (the http-server, on
+        the same ports with SO_REUSEPORT), so the kernel spreads HTTP connections over
+        the processes and each hands its requests to its own pools."""
+        self._providers[str(host_data["provider_id"])] = host_data
+        await self._wait([self._send(w, "provider_start", host_data) for w in self._workers])
+
+    async def stop_provider(self, provider_id: str) -> None:
+        if self._providers.pop(provider_id, None) is None:
+            return
+        body = {"provider_id": provider_id}
+        await self._wait([self._send(w, "provider_stop", body) for w in self._workers])
 
     async def _wait(self, sent: list[asyncio.Future[None] | None]) -> None:
         """Until every worker has done what it was told, so the host's outcome event

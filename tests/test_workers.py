@@ -12,14 +12,20 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import nats
 import pytest
 
 from host.config import HostConfig
 from host.host import Host
 from host.workers import shares
 from lattice.client import LatticeClient
+from lattice.natsd import free_port
 from tests.conftest import CACHE
+from tests.test_examples import port_free
+from tests.test_http_server import PROVIDER, route, wait_ok
 
 ECHO = "lattice:examples/echo.echo"
 
@@ -188,3 +194,57 @@ async def test_workers_exit_soon_after_their_host_is_killed(
             await proc.wait()
         if worker_pid is not None and _alive(worker_pid):
             os.kill(worker_pid, signal.SIGKILL)
+
+
+async def _fresh_connection_gets(base: str, n: int) -> None:
+    """`n` GETs, each on a new connection: the kernel picks a listener per connection."""
+    for _ in range(n):
+        async with httpx.AsyncClient() as http:
+            r = await http.get(base + "/")
+        assert r.status_code == 200 and r.text == "hello from python", (r.status_code, r.text)
+
+
+async def test_http_in_host_is_served_by_every_process_on_one_port(
+    two_workers: Host, client: LatticeClient, nats_url: str, lattice_name: str
+) -> None:
+    """Each worker runs its own copy of the in-host http-server on the host's ports
+    (SO_REUSEPORT): connections land on either process and each serves them from its
+    own pool, none crossing NATS; a killed worker gets its copy back; the provider's
+    stop stops every copy, and the port is free."""
+    from components.build import build
+
+    host = two_workers
+    assert host.workers is not None
+    nc = await nats.connect(nats_url)
+    crossed: list[str] = []
+
+    async def crossing(msg: Any) -> None:
+        crossed.append(msg.subject)
+
+    await nc.subscribe(f"{lattice_name}.hello.http", cb=crossing)
+    try:
+        await client.start_provider(host.host_id, "builtin://http-server", PROVIDER)
+        await client.scale_component(host.host_id, build("hello_http").as_uri(), "hello", 4)
+        await _until("the worker's share", lambda: "hello" in host.workers.describe()[0]["warm"])
+        port = free_port()
+        await route(client, "hello", port, "hello-cfg")
+        base = f"http://127.0.0.1:{port}"
+        await wait_ok(base + "/")
+        await _fresh_connection_gets(base, 60)
+        await _until("the worker to report", lambda: host.workers.warm("hello") >= 1, 5)
+        # instances made, not warm ones: an instance finishing a response is not idle yet
+        assert host.components.running["hello"].pool.instantiated >= 1, "the host served none"
+
+        pid = host.workers.describe()[0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        await _until("a new worker", lambda: host.workers.describe()[0]["pid"] not in (pid, None))
+        await _until("its share back", lambda: "hello" in host.workers.describe()[0]["warm"], 30)
+        await _fresh_connection_gets(base, 60)
+        await _until("the new worker to serve", lambda: host.workers.warm("hello") >= 1, 5)
+        await nc.flush()
+        assert crossed == [], "a request for a component of this host crossed NATS"
+
+        await client.stop_provider(host.host_id, PROVIDER)
+        await _until("every copy to let go of the port", lambda: port_free(port), 10)
+    finally:
+        await nc.close()

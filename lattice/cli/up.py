@@ -406,7 +406,8 @@ def up(
             metavar="N",
             help="Processes serving components behind this one host identity, each with "
             "its own NATS connection and instance pools (a component's count is split "
-            "over them). Default: one per CPU.",
+            "over them) and its own in-host HTTP server on the same ports. "
+            "Default: one per CPU.",
             show_default=False,
         ),
     ] = None,

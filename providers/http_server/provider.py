@@ -113,6 +113,8 @@ class HttpServerProvider(Provider):
         self.routes: dict[LinkKey, Route] = {}
         self._exchanges: Exchanges | None = None
         self.local: LocalServe | None = None
+        # a host with --workers N runs one copy per process on the same ports
+        self.reuse_port = False
         """Set by a host that runs this provider in its own process."""
 
     async def on_start(self) -> None:
@@ -175,7 +177,7 @@ class HttpServerProvider(Provider):
         host, port = parse_address(address)
         runner = web.ServerRunner(web.Server(self._handler(address)), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=self.reuse_port)
         try:
             await site.start()
         except OSError as exc:
