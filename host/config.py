@@ -111,6 +111,7 @@ class HostConfig:
     otlp_endpoint: str | None = None  # OTLP/HTTP receiver for spans (lattice/tracing.py)
     policy: PolicySettings = field(default_factory=PolicySettings)  # --policy-* (host/policy.py)
     workers: int = 1  # processes serving components behind this identity (host/workers.py)
+    pin_cpus: bool = False  # each of those processes on a CPU of its own (host/workers.py)
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,7 @@ from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from host.scoped import ScopedLinks
 from host.spy import Spy
-from host.workers import WorkerSet
+from host.workers import WorkerSet, cpu_for, pin_this_process, usable_cpus
 from lattice import natsauth, natsd, policy, tracing
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
@@ -105,6 +106,11 @@ class Host:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
+        cpus = usable_cpus() if self.config.pin_cpus else []
+        self._cpus = cpus
+        self._first_cpu = os.getpid() % len(cpus) if cpus else 0
+        if cpus:
+            pin_this_process(cpu_for(0, self._first_cpu, cpus))
         url = await self._ensure_nats()
         try:
             self.nc = await self._connect(url, f"lattice-host {self.friendly_name}")
@@ -216,11 +222,13 @@ class Host:
         """`--workers N`: N-1 more processes serve this host's components (host/workers.py)."""
         from host.worker import start_data
 
+        cpus, first = self._cpus, self._first_cpu
         self.workers = WorkerSet(
             self.config.workers,
             start_data(self.config, url, self.identity),
             self.host_id,
             self.lattice,
+            cpu_of=lambda index: cpu_for(index, first, cpus) if cpus else None,
         )
         self.components.workers = self.workers
         self.providers.mirror = self.workers  # the in-host http-server runs in each

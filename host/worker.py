@@ -24,6 +24,7 @@ from host import http_serve
 from host.config import ArtifactSettings, HostConfig, Limits
 from host.host import Host
 from host.identity import HostIdentity, load_identity
+from host.workers import pin_this_process
 from lattice import logs
 from lattice.natsauth import NatsAuth
 from lattice.protocol.messages import ScaleComponentRequest, UpdateComponentRequest
@@ -190,6 +191,8 @@ async def _main() -> int:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     data = json.loads(base64.b64decode(await reader.readline()))
     logs.configure(data["log"]["format"], data["log"]["level"])
+    if data.get("cpu") is not None:  # --pin-cpus
+        pin_this_process(int(data["cpu"]))
     worker = WorkerHost(config_of(data), load_identity(data.pop("seed")), int(data["worker"]))
     try:
         await worker.start()

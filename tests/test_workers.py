@@ -20,7 +20,7 @@ import pytest
 
 from host.config import HostConfig
 from host.host import Host
-from host.workers import shares
+from host.workers import cpu_for, shares
 from lattice.client import LatticeClient
 from lattice.natsd import free_port
 from tests.conftest import CACHE
@@ -184,6 +184,10 @@ async def test_workers_exit_soon_after_their_host_is_killed(
         await client.scale_component(h.id, echo_ref, "echo", 2)
         got = await asyncio.gather(*(client.call("echo", ECHO, [str(i)]) for i in range(20)))
         assert got == [str(i) for i in range(20)]
+        if len(os.sched_getaffinity(0)) >= 2:  # --pin-cpus is on with 2 workers: a CPU each
+            host_cpus, worker_cpus = _thread_cpus(proc.pid), _thread_cpus(worker_pid)
+            assert len(host_cpus) == 1 and len(worker_cpus) == 1, (host_cpus, worker_cpus)
+            assert host_cpus != worker_cpus
         proc.kill()
         await proc.wait()
         pid = worker_pid
@@ -194,6 +198,15 @@ async def test_workers_exit_soon_after_their_host_is_killed(
             await proc.wait()
         if worker_pid is not None and _alive(worker_pid):
             os.kill(worker_pid, signal.SIGKILL)
+
+
+def _thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The distinct CPU sets the threads of `pid` may run on."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread ended
+            found.add(frozenset(os.sched_getaffinity(int(task.name))))
+    return found
 
 
 async def _fresh_connection_gets(base: str, n: int) -> None:
@@ -248,3 +261,8 @@ async def test_http_in_host_is_served_by_every_process_on_one_port(
         await _until("every copy to let go of the port", lambda: port_free(port), 10)
     finally:
         await nc.close()
+
+
+def test_cpu_for_spreads_a_hosts_processes_from_its_first_cpu() -> None:
+    assert [cpu_for(i, 1, [0, 1]) for i in range(3)] == [1, 0, 1]
+    assert [cpu_for(i, 0, [2, 5, 7]) for i in range(4)] == [2, 5, 7, 2]

@@ -411,6 +411,17 @@ def up(
             show_default=False,
         ),
     ] = None,
+    pin_cpus: Annotated[
+        bool | None,
+        typer.Option(
+            "--pin-cpus/--no-pin-cpus",
+            envvar="LATTICE_PIN_CPUS",
+            help="Run each of the host's processes on a CPU of its own, so the event "
+            "loop and the wasm threads of one process hand the GIL over on one core. "
+            "Default: on with --workers 2 or more.",
+            show_default=False,
+        ),
+    ] = None,
     admin_addr: AdminAddr = None,
     js_replicas: JsReplicas = None,
     creds: CredsFile = None,
@@ -486,7 +497,8 @@ def up(
             admin_addr=check_admin_addr(admin_addr),
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
-            workers=default_workers() if workers is None else workers,
+            workers=(n_workers := default_workers() if workers is None else workers),
+            pin_cpus=n_workers > 1 if pin_cpus is None else pin_cpus,
             policy=PolicySettings(policy_subject, policy_timeout, policy_cache_ttl),
             **{  # --secure: the login it made for this host
                 "nats_auth": NatsAuth.from_values(
