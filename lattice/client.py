@@ -64,6 +64,7 @@ EventMatch = Callable[[dict[str, Any]], bool]
 # Seconds a controller request is resent while no controller answers (one restarting,
 # or a standby taking over), before the user is told none runs.
 NO_CONTROLLER_GRACE = 2.0
+CLOSE_TIMEOUT_S = 3.0  # for the connection to close before it is dropped
 
 
 def _link_match(source_id: str, namespace: str, package: str, name: str) -> EventMatch:
@@ -130,8 +131,10 @@ class LatticeClient:
         return cls(nc, lattice, timeout, signer_of(auth))
 
     async def close(self) -> None:
+        """Bounded: nats-py's close waits on the server (a flush), and a Ctrl-C'd CLI must
+        exit even when the server is slow to answer or gone."""
         with contextlib.suppress(Exception):
-            await self.nc.close()
+            await asyncio.wait_for(self.nc.close(), CLOSE_TIMEOUT_S)
 
     async def __aenter__(self) -> LatticeClient:
         return self

@@ -29,6 +29,7 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import api
@@ -234,7 +235,14 @@ async def test_a_bucket_made_with_one_replica_is_raised_to_three(
     js = lc.nc.jetstream()
     name = f"R1_{uuid.uuid4().hex[:8]}"
     kv = await js.create_key_value(config=api.KeyValueConfig(name, replicas=1))
-    await kv.put("k", b"v")
+    deadline = time.monotonic() + 10
+    while True:  # a stream just made may have no leader yet: no responders for a moment
+        try:
+            await kv.put("k", b"v")
+            break
+        except nats.js.errors.NoStreamResponseError:
+            assert time.monotonic() < deadline, f"KV_{name} never took a write"
+            await asyncio.sleep(0.2)
     try:
         opened = await buckets.key_value(lc.nc, api.KeyValueConfig(name, history=1))
         assert (await js.stream_info(f"KV_{name}")).config.num_replicas == 3
