@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -32,6 +33,11 @@ CACHE = ROOT / ".cache"
 # `lattice up` processes the tests start (CLI, README, examples) use the in-process test
 # hosts' compile cache too, instead of compiling each component again per data dir.
 os.environ.setdefault("LATTICE_COMPILE_CACHE", str(CACHE / "test-host" / "cache"))
+# A suite started in the background (`pytest &` in a script) inherits SIGINT ignored, and
+# so would every CLI it starts: the Ctrl-C tests would then wait on a process that cannot
+# hear them. A handler here becomes the default disposition in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def precompile(*paths: Path) -> None:
