@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +36,7 @@ from host.runtime.engine import CompileCache, EpochTicker, new_engine
 from host.runtime.imports import ImportBridge
 from host.scoped import ScopedLinks
 from host.spy import Spy
-from host.workers import WorkerSet, cpu_for, pin_this_process, usable_cpus
+from host.workers import WorkerSet, cpu_plan, pin_this_process
 from lattice import natsauth, natsd, policy, tracing
 from lattice.protocol import events, subjects
 from lattice.protocol.links import merge_config
@@ -92,6 +91,7 @@ class Host:
         self.admin: Any = None  # host/admin.py, with --admin-addr
         self.tracing: tracing.Tracing | None = None  # --otlp-endpoint (lattice/tracing.py)
         self.workers: WorkerSet | None = None  # --workers N > 1 (host/workers.py)
+        self._cpu_of = cpu_plan(config.pin_cpus)  # --pin-cpus: each process's CPU
         # --account-signing-key: (key, account) to mint provider identities with
         self._signing = signing_of(config)
 
@@ -106,12 +106,9 @@ class Host:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        cpus = usable_cpus() if self.config.pin_cpus else []
-        self._cpus = cpus
-        self._first_cpu = os.getpid() % len(cpus) if cpus else 0
-        if cpus:
-            pin_this_process(cpu_for(0, self._first_cpu, cpus))
-        url = await self._ensure_nats()
+        url = await self._ensure_nats()  # an embedded nats-server is not pinned
+        if (cpu := self._cpu_of(0)) is not None:
+            pin_this_process(cpu)
         try:
             self.nc = await self._connect(url, f"lattice-host {self.friendly_name}")
         except natsauth.NatsConnectError as exc:
@@ -222,13 +219,12 @@ class Host:
         """`--workers N`: N-1 more processes serve this host's components (host/workers.py)."""
         from host.worker import start_data
 
-        cpus, first = self._cpus, self._first_cpu
         self.workers = WorkerSet(
             self.config.workers,
             start_data(self.config, url, self.identity),
             self.host_id,
             self.lattice,
-            cpu_of=lambda index: cpu_for(index, first, cpus) if cpus else None,
+            cpu_of=self._cpu_of,
         )
         self.components.workers = self.workers
         self.providers.mirror = self.workers  # the in-host http-server runs in each

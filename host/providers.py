@@ -40,6 +40,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from host.components import PublishEvent
+from host.workers import release_child
 from lattice import natsjwt
 from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol import handoff
@@ -358,6 +359,7 @@ class ProviderManager:
             )
         except OSError as exc:
             return f"cannot run {rp.image_ref}: {exc.strerror or exc}"
+        release_child(proc.pid)  # a provider is not held to the host's --pin-cpus CPU
         rp.process = proc
         rp.started_at = time.time()
         assert proc.stdin is not None and proc.stdout is not None

@@ -70,6 +70,19 @@ def cpu_for(index: int, first: int, cpus: list[int]) -> int:
     return cpus[(first + index) % len(cpus)]
 
 
+def cpu_plan(pin: bool) -> Callable[[int], int | None]:
+    """`--pin-cpus`: the CPU of each process of this host by index (0: the host's own),
+    or None for all of them when it is off or the CPUs cannot be read."""
+    cpus = usable_cpus() if pin else []
+    if not cpus:
+        return lambda _index: None
+    first = os.getpid() % len(cpus)
+    return lambda index: cpu_for(index, first, cpus)
+
+
+_UNPINNED: set[int] = set()  # the CPUs this process had before pin_this_process
+
+
 def pin_this_process(cpu: int) -> bool:
     """Every thread of this process on `cpu`; threads it starts later inherit it.
 
@@ -78,12 +91,21 @@ def pin_this_process(cpu: int) -> bool:
     `wrk -c16` on the in-host hello_http, 2 cores, one process: 590 requests/s at
     2,016 µs CPU each unpinned, 1,413 at 705 µs pinned to one CPU."""
     try:
+        _UNPINNED.update(os.sched_getaffinity(0))
         for task in os.listdir("/proc/self/task"):
             with contextlib.suppress(ProcessLookupError):  # a thread that just ended
                 os.sched_setaffinity(int(task), {cpu})
     except (AttributeError, OSError):
         return False
     return True
+
+
+def release_child(pid: int) -> None:
+    """Give a child process (a provider) the CPUs this one had before it was pinned: it
+    inherited the pin, and its own threads, started later, inherit what it has then."""
+    if _UNPINNED:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setaffinity(pid, _UNPINNED)
 
 
 def shares(count: int, workers: int) -> list[int]:

@@ -188,6 +188,11 @@ async def test_workers_exit_soon_after_their_host_is_killed(
             host_cpus, worker_cpus = _thread_cpus(proc.pid), _thread_cpus(worker_pid)
             assert len(host_cpus) == 1 and len(worker_cpus) == 1, (host_cpus, worker_cpus)
             assert host_cpus != worker_cpus
+            # a provider process the host starts is not held to the host's CPU
+            await client.start_provider(h.id, "builtin://keyvalue-redis", "kv-unpinned")
+            (prov,) = (await client.inventory(h.id)).providers
+            await _until("the provider's threads", lambda: len(_thread_cpus(prov["pid"])) > 0)
+            assert _thread_cpus(prov["pid"]) == {frozenset(os.sched_getaffinity(0))}
         proc.kill()
         await proc.wait()
         pid = worker_pid
