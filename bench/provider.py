@@ -5,7 +5,10 @@ Two guests do the same open + increment + drop: the componentize-py counter and
 
 Both sides answer NATS requests from this process; both end in one Redis INCR. The
 lattice path is client → host → component (wasm) → host import bridge → provider →
-Redis, so the ratio shows what linking a capability at run time costs.
+Redis, so the ratio shows what linking a capability at run time costs. The bridge
+reaches a provider its host started through the provider's Unix socket
+(host/provider_sockets.py); a second host started with `--no-provider-sockets` runs the
+minimal counter with the NATS hop instead, to show what the socket saves.
 """
 
 from __future__ import annotations
@@ -46,13 +49,20 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         )
         host_id = await cluster.host()
         host_cpu, raw_cpu = CpuMeter(cluster.procs[-1].pid), CpuMeter(raw_proc.pid)
+        nats_host = await cluster.host("--no-provider-sockets", data_dir="over-nats")
+        nats_cpu = CpuMeter(cluster.procs[-1].pid)
         client = await cluster.client()
         await client.put_config("redis", {"url": redis_server.url(1)})
         await client.start_provider(host_id, "builtin://keyvalue-redis", "kv-redis")
-        for cid, wasm in (("counter", counter), ("counter-min", counter_min)):
-            await client.scale_component(host_id, wasm.as_uri(), cid, args.count)
+        await client.start_provider(nats_host, "builtin://keyvalue-redis", "kv-redis-nats")
+        for on, cid, wasm, provider in (
+            (host_id, "counter", counter, "kv-redis"),
+            (host_id, "counter-min", counter_min, "kv-redis"),
+            (nats_host, "counter-min-nats", counter_min, "kv-redis-nats"),
+        ):
+            await client.scale_component(on, wasm.as_uri(), cid, args.count)
             await client.put_link(
-                cid, "kv-redis", "wasi", "keyvalue", ["store", "atomics"], target_config=["redis"]
+                cid, provider, "wasi", "keyvalue", ["store", "atomics"], target_config=["redis"]
             )
         nc = await nats.connect(cluster.url)
         body = codec.pack(["bench"])
@@ -67,9 +77,11 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             return call
 
         lattice_call, min_call = caller("counter"), caller("counter-min")
+        nats_call = caller("counter-min-nats")
         raw_seq = await sequential(raw_call, args.calls)
         lat_seq = await sequential(lattice_call, args.calls)
         min_seq = await sequential(min_call, args.calls)
+        nats_seq = await sequential(nats_call, args.calls)
         raw_cpu.start()
         raw_tp = await concurrent(raw_call, args.total, args.inflight)
         raw_tp_cpu = raw_cpu.per_call(args.total)
@@ -79,6 +91,9 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         host_cpu.start()
         min_tp = await concurrent(min_call, args.total, args.inflight)
         min_tp_cpu = host_cpu.per_call(args.total)
+        nats_cpu.start()
+        nats_tp = await concurrent(nats_call, args.total, args.inflight)
+        nats_tp_cpu = nats_cpu.per_call(args.total)
         await nc.close()
         await client.close()
         await redis_server.stop()
@@ -89,8 +104,9 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
     for name, seq, tp, tp_cpu in (
         ("counter", lat_seq, lat_tp, lat_tp_cpu),
         ("minimal counter", min_seq, min_tp, min_tp_cpu),
+        ("minimal counter, provider over NATS", nats_seq, nats_tp, nats_tp_cpu),
     ):
-        guest = "" if name == "counter" else " (minimal counter)"
+        guest = "" if name == "counter" else f" ({name})"
         figures += [
             *latency_figures(BENCH, name, seq, raw_seq, BASE, "µs"),
             Figure(BENCH, f"{name} calls/s, {inflight}", tp, "calls/s", "higher", raw_tp, BASE),

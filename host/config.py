@@ -112,6 +112,7 @@ class HostConfig:
     policy: PolicySettings = field(default_factory=PolicySettings)  # --policy-* (host/policy.py)
     workers: int = 1  # processes serving components behind this identity (host/workers.py)
     pin_cpus: bool = False  # each of those processes on a CPU of its own (host/workers.py)
+    provider_sockets: bool = True  # link calls to its own provider processes skip NATS
 
     def __post_init__(self) -> None:
         check_token(self.lattice, "lattice name")

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -30,6 +33,7 @@ from host.identity import HostIdentity, builtin_labels, load_identity
 from host.liveness import Beater
 from host.metrics import HostMetrics
 from host.policy import PolicyGate
+from host.provider_sockets import ProviderSockets
 from host.providers import InProcessFactory, ProviderManager
 from host.runtime import artifact
 from host.runtime.engine import CompileCache, EpochTicker, new_engine
@@ -76,6 +80,7 @@ class Host:
         self.ticker = EpochTicker(self.engine)
         self.cache = CompileCache(self.engine, config.cache_dir)
         self.ctl = ControlInterface(self)
+        self.socket_dir: Path | None = None  # where its provider processes listen for it
         self.components: ComponentManager
         self._subs: list[Subscription] = []
         self._heartbeat: asyncio.Task[None] | None = None
@@ -126,6 +131,8 @@ class Host:
             ) from None
         await ensure_events_stream(self.nc, self.lattice)  # `lattice events --since`
         self.policy = PolicyGate.for_host(self)  # --policy-subject (host/policy.py)
+        if self.config.provider_sockets:  # private (0700); host/provider_sockets.py
+            self.socket_dir = Path(tempfile.mkdtemp(prefix="lattice-"))
         await self._start_runtime(url)
         if self.policy.active:  # the service decides on each start, seeing its claims
             self.bridge.admit = self.policy.admit
@@ -142,6 +149,7 @@ class Host:
             signing=self._signing,
         )
         self.providers.otlp_endpoint = self.config.otlp_endpoint
+        self.providers.socket_dir = self.socket_dir
         if self.config.workers > 1:
             self._start_workers(url)
         for subject, queue, cb in self.ctl.subscriptions():
@@ -195,6 +203,8 @@ class Host:
             bridge=self.bridge,
         )
         self.components.metrics = self.bridge.metrics = self.metrics
+        if self.socket_dir is not None:
+            self.bridge.sockets = ProviderSockets(self.socket_dir)
         self.bridge.local = self.components  # links to components here skip NATS
         self.tracing = tracing.start(
             self.config.otlp_endpoint,
@@ -221,7 +231,7 @@ class Host:
 
         self.workers = WorkerSet(
             self.config.workers,
-            start_data(self.config, url, self.identity),
+            start_data(self.config, url, self.identity, self.socket_dir),
             self.host_id,
             self.lattice,
             cpu_of=self._cpu_of,
@@ -332,6 +342,10 @@ class Host:
             await asyncio.gather(*stops, *([self.workers.stop()] if self.workers else []))
         if hasattr(self, "providers"):
             await self.providers.stop_all()
+        if hasattr(self, "bridge") and self.bridge.sockets is not None:
+            self.bridge.sockets.close()
+        if self.socket_dir is not None:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
         gc.collect()  # drop dead stores now, not in wasmtime's threads at interpreter exit
         if self._beat is not None:  # silent before it says goodbye, never after
             await asyncio.to_thread(self._beat.stop)

@@ -46,6 +46,7 @@ from lattice.natsauth import ANONYMOUS, NatsAuth
 from lattice.protocol import handoff
 from lattice.protocol.envelope import CtlReply
 from lattice.protocol.links import Link, LinkResolveRequest, NamedConfig, merge_config
+from lattice.protocol.local_rpc import socket_path
 from lattice.protocol.messages import StartProviderRequest
 from lattice.state import LatticeState
 from providers.sdk import Provider, Runner, parse_host_data
@@ -219,6 +220,7 @@ class ProviderMirror(Protocol):
 
 class ProviderManager:
     otlp_endpoint: str | None = None  # the host's --otlp-endpoint, handed to each provider
+    socket_dir: Path | None = None  # each provider process serves this host on a socket there
 
     def __init__(
         self,
@@ -348,6 +350,8 @@ class ProviderManager:
         data = {**self.host_data(rp), "host_pid": os.getpid()}
         if rp.factory is not None:
             return await self._run_in_process(rp, rp.factory, data)
+        if self.socket_dir is not None:  # host/provider_sockets.py
+            data["local_socket"] = str(socket_path(self.socket_dir, rp.id))
         line = base64.b64encode(json.dumps(data).encode()) + b"\n"
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -39,9 +39,12 @@ STATUS_INTERVAL_S = 0.5
 STOP_PROVIDER_S = 10.0
 
 
-def start_data(config: HostConfig, nats_url: str, identity: HostIdentity) -> dict[str, Any]:
+def start_data(
+    config: HostConfig, nats_url: str, identity: HostIdentity, socket_dir: Path | None = None
+) -> dict[str, Any]:
     """What a worker needs to serve as `identity` (the seed: it signs shared compiles)."""
     return {
+        "provider_socket_dir": None if socket_dir is None else str(socket_dir),
         "seed": identity._seed.decode(),
         "nats_url": nats_url,
         "lattice": config.lattice,
@@ -109,6 +112,8 @@ class WorkerHost(Host):
         for provider_id in list(self._providers):
             await self._stop_provider(provider_id)
         await self.components.stop_all()
+        if self.bridge.sockets is not None:
+            self.bridge.sockets.close()
         if self.bridge.scoped is not None:
             await self.bridge.scoped.close()
         await self.state.stop()
@@ -194,6 +199,8 @@ async def _main() -> int:
     if data.get("cpu") is not None:  # --pin-cpus
         pin_this_process(int(data["cpu"]))
     worker = WorkerHost(config_of(data), load_identity(data.pop("seed")), int(data["worker"]))
+    if data.get("provider_socket_dir"):  # the host's provider processes, reached directly
+        worker.socket_dir = Path(data["provider_socket_dir"])
     try:
         await worker.start()
     except Exception as exc:

@@ -113,6 +113,7 @@ async def start_host(nats_url: str, lattice_name: str) -> AsyncIterator[HostFact
         url: str | None = None,
         admin_addr: str | None = None,
         http_in_host: bool = True,
+        provider_sockets: bool = True,
     ) -> Host:
         cfg = HostConfig(
             nats_url=url or nats_url,
@@ -124,6 +125,7 @@ async def start_host(nats_url: str, lattice_name: str) -> AsyncIterator[HostFact
             embedded_nats=False,
             admin_addr=admin_addr,
             http_in_host=http_in_host,
+            provider_sockets=provider_sockets,
         )
         host = Host(cfg)
         await host.start()

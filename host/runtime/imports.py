@@ -61,6 +61,7 @@ from wasmtime.component import (
     ResourceType,
 )
 
+from host.provider_sockets import LocalCallLost, ProviderSockets
 from host.runtime import services
 from host.runtime.exports import UnknownFunction, resolve
 from host.runtime.pool import InstancePool, PoolBusy, PoolClosed, blocked, current_trace
@@ -77,6 +78,7 @@ from lattice.protocol.invocation import (
     InvocationError,
 )
 from lattice.protocol.links import Identity, Link, find_link
+from lattice.protocol.local_rpc import Reply
 from lattice.valtype import FuncSig, Prim, ResourceT, ResultT, ValT, VariantT
 
 # Everything either WASI layer (wasmtime's native one, or the host's for HTTP components)
@@ -210,6 +212,7 @@ class ImportBridge:
     metrics: Any = None  # host/metrics.py: counts link calls by source, link name, target
     tracing: Any = None  # lattice/tracing.py with --otlp-endpoint: a client span per link call
     scoped: Any = None  # host/scoped.py with --account-signing-key: per-component logins
+    sockets: ProviderSockets | None = None  # this host's provider processes, not via NATS
 
     def __init__(
         self,
@@ -438,9 +441,20 @@ class ImportBridge:
                 payload = codec.pack(wire_args)
             try:
                 msg = self._request(
-                    f"{self.lattice}.{target}.rpc.{operation}", payload, headers, remaining, target
+                    f"{self.lattice}.{target}.rpc.{operation}",
+                    payload,
+                    headers,
+                    remaining,
+                    target,
+                    operation,
                 )
                 miss = None
+            except LocalCallLost as exc:
+                self._count(component_id, name, target, operation, "lost")
+                raise ImportFailure(
+                    f"{where}: {operation}: {exc} (provider {target} on this host; "
+                    "the outcome is unknown)"
+                ) from None
             except nats.errors.NoRespondersError:
                 msg, miss = None, handoff.Miss.NO_RESPONDERS
             except (nats.errors.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
@@ -582,12 +596,24 @@ class ImportBridge:
         }
 
     def _request(
-        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float, target: str
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        target: str,
+        operation: str,
     ) -> Any:
-        """One NATS request from a worker thread, on the host's loop: on the calling
-        component's scoped connection when the host mints those (host/scoped.py)."""
+        """One request from a worker thread: straight to the provider's socket when it
+        runs on this host (host/provider_sockets.py), else over NATS on the host's loop,
+        on the calling component's scoped connection when the host mints those
+        (host/scoped.py)."""
         if timeout <= 0:
             raise TimeoutError
+        if self.sockets is not None:
+            reply = self._request_local(subject, payload, headers, timeout, target, operation)
+            if reply is not None:
+                return reply
         trace = current_trace() if self.tracing is not None else None
         fut = asyncio.run_coroutine_threadsafe(
             self._send(subject, payload, headers, timeout, target, trace), self.loop
@@ -598,6 +624,41 @@ class ImportBridge:
         except BaseException:
             fut.cancel()
             raise
+
+    def _request_local(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        target: str,
+        operation: str,
+    ) -> Reply | None:
+        """Through the target's socket on this thread; None when it is not on this host.
+        The link names the target, so no scoped login is needed to reach it; a trace
+        gets the same client span the NATS path makes."""
+        assert self.sockets is not None
+        if not self.sockets.reachable(target):
+            return None
+        tracing = self.tracing
+        span = None
+        if tracing is not None:
+            span = tracing.client(
+                f"call {operation}", current_trace(), _link_attrs(subject, headers)
+            )
+            headers = tracing.headers(span, headers)
+        try:
+            with blocked():
+                reply = self.sockets.call(target, operation, headers, payload, timeout)
+        except BaseException as exc:
+            if span is not None:
+                tracing.finish(span, "timeout" if isinstance(exc, TimeoutError) else "lost")
+            raise
+        if span is not None:
+            # not delivered (the provider is stopping): over NATS next, in a span of its own
+            span.set_attribute("lattice.transport", "unix" if reply else "unix, not delivered")
+            tracing.finish(span, None if reply is None else (reply.headers or {}).get(ERROR_HEADER))
+        return reply
 
     async def _send(
         self,

@@ -398,6 +398,15 @@ def up(
             "running here reach a warm instance with no NATS hop (others go over NATS).",
         ),
     ] = True,
+    provider_sockets: Annotated[
+        bool,
+        typer.Option(
+            "--provider-sockets/--no-provider-sockets",
+            envvar="LATTICE_PROVIDER_SOCKETS",
+            help="Send link calls to provider processes this host started over a private "
+            "Unix socket, not through the NATS server (providers elsewhere: NATS).",
+        ),
+    ] = True,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -497,6 +506,7 @@ def up(
             admin_addr=check_admin_addr(admin_addr),
             compile_cache_dir=compile_cache_from_env(),
             http_in_host=http_in_host,
+            provider_sockets=provider_sockets,
             workers=(n_workers := default_workers() if workers is None else workers),
             pin_cpus=n_workers > 1 if pin_cpus is None else pin_cpus,
             policy=PolicySettings(policy_subject, policy_timeout, policy_cache_ttl),

@@ -116,6 +116,9 @@ class HostData(BaseModel):
     hand-off, docs/protocol.md); None: the provider's own default."""
     otlp_endpoint: str | None = None
     """The host's `--otlp-endpoint`: export a span per call served (lattice/tracing.py)."""
+    local_socket: str | None = None
+    """A Unix socket path to serve the starting host's own link calls on, besides NATS
+    (lattice/protocol/local_rpc.py); None: NATS only."""
 
     @field_validator("lattice", "provider_id")
     @classmethod

@@ -10,7 +10,9 @@ credentials if any) and serves
     wasmbus.rpc.{lattice}.{provider_id}.config.update
     wasmbus.rpc.{lattice}.{provider_id}.default.shutdown
 
-Control requests are answered with the control envelope (lattice.protocol.envelope).
+and, when the host data names a `local_socket`, the same calls from its own host on that
+Unix socket (providers.sdk.local_server). Control requests are answered with the control
+envelope (lattice.protocol.envelope).
 Each call runs in its own task (nats-py runs one callback at a time per subscription).
 SIGTERM, SIGINT and `default.shutdown` stop it gracefully: answer, stop taking calls,
 let in-flight calls finish, `on_shutdown`, drain NATS, exit 0, all within one budget
@@ -33,6 +35,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -59,6 +62,7 @@ from providers.sdk.hostdata import (
     describe_errors,
     read_host_data,
 )
+from providers.sdk.local_server import LocalServer
 from providers.sdk.provider import LinkError, Provider
 
 CONNECT_TIMEOUT = 10.0
@@ -154,6 +158,7 @@ class Runner:
         self._calls: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
         self._nc: NATS | None = None
+        self._local: LocalServer | None = None
         hd = provider.host_data  # lattice and provider_id are checked subject tokens
         self._ctl = f"wasmbus.rpc.{hd.lattice}.{hd.provider_id}"
         self._rpc_prefix = f"{hd.lattice}.{hd.provider_id}.rpc."
@@ -324,12 +329,24 @@ class Runner:
             await nc.subscribe(f"{self._ctl}.default.shutdown", cb=self._on_shutdown),
         ]
         await nc.flush()
+        if p.host_data.local_socket:
+            await self._serve_locally(Path(p.host_data.local_socket))
         self.log.info(
             "provider started",
             host_id=p.host_id,
             links=len(p.links),
             operations=sorted(p.operations),
         )
+
+    async def _serve_locally(self, path: Path) -> None:
+        """The host's own calls on its socket too; NATS alone when it cannot be made."""
+        server = LocalServer(path, self._serve, self._track, self.log, self.provider.host_id)
+        try:
+            await server.start()
+        except OSError as exc:
+            self.log.warning("local socket not served; NATS only", error=str(exc))
+            return
+        self._local = server
 
     async def _shutdown(self) -> None:
         """Stop within one budget whatever NATS is doing: stop taking calls, let the
@@ -347,6 +364,8 @@ class Runner:
 
         self.log.info("stopping", in_flight=len(self._calls), nats_connected=connected)
         await self._unsubscribe(connected, left(reserve=1.0, least=0.1))
+        if self._local is not None:
+            self._local.stop_taking()
         p.stop_draining()
         if self._calls:
             _, pending = await asyncio.wait(set(self._calls), timeout=left(reserve=0.8))
@@ -359,6 +378,8 @@ class Runner:
             await asyncio.wait_for(p.on_shutdown(), left(reserve=0.3, least=0.2))
         except Exception as exc:
             self.log.warning("on_shutdown failed", error=f"{type(exc).__name__}: {exc}")
+        if self._local is not None:
+            await self._local.close()
         if nc is not None and nc.is_connected:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.drain(), left(least=0.2))
@@ -398,26 +419,35 @@ class Runner:
     # ------------------------------------------------------------------ calls
 
     async def _on_call(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._serve_call(msg))
+        self._track(asyncio.create_task(self._serve_call(msg)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """A call in flight, which a graceful stop lets finish."""
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
 
+    async def _serve(
+        self, op: str, headers: dict[str, str] | None, data: bytes
+    ) -> tuple[dict[str, str] | None, bytes]:
+        """One call, however it came (NATS or the local socket)."""
+        if self.tracing is None:
+            return await invoke(self.provider, op, headers, data)
+        return await self._traced(op, headers or {}, data)
+
     async def _serve_call(self, msg: Msg) -> None:
         op = subjects.rpc_operation(msg.subject, self.provider.lattice, self.provider.provider_id)
-        if self.tracing is None:
-            headers, body = await invoke(self.provider, op, msg.headers, msg.data)
-        else:
-            headers, body = await self._traced(op, msg)
+        headers, body = await self._serve(op, msg.headers, msg.data)
         if msg.reply:
             try:
                 await self.nats.publish(msg.reply, body, headers=headers)
             except Exception as exc:
                 self.log.warning("could not send reply", operation=op, error=str(exc))
 
-    async def _traced(self, op: str, msg: Msg) -> tuple[dict[str, str] | None, bytes]:
+    async def _traced(
+        self, op: str, got: dict[str, str], data: bytes
+    ) -> tuple[dict[str, str] | None, bytes]:
         """`invoke` in a server span whose parent is the caller's (the host's link call)."""
         assert self.tracing is not None
-        got = msg.headers or {}
         span = self.tracing.server(
             f"serve {op}",
             got,
@@ -429,7 +459,7 @@ class Runner:
             },
         )
         try:
-            headers, body = await invoke(self.provider, op, msg.headers, msg.data)
+            headers, body = await invoke(self.provider, op, got, data)
         except BaseException:
             self.tracing.finish(span, "cancelled")
             raise
