@@ -25,7 +25,7 @@ from host.config import ArtifactSettings, HostConfig, Limits
 from host.host import Host
 from host.identity import HostIdentity, load_identity
 from host.workers import pin_this_process
-from lattice import logs
+from lattice import logs, loops
 from lattice.natsauth import NatsAuth
 from lattice.protocol.messages import ScaleComponentRequest, UpdateComponentRequest
 from lattice.state import LatticeState
@@ -215,4 +215,4 @@ async def _main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(_main()))
+    sys.exit(loops.run(_main()))

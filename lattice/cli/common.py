@@ -32,6 +32,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from lattice import loops
 from lattice.client import LatticeClient, LatticeError, WaitTimeout
 from lattice.protocol.invocation import InvocationError
 from lattice.protocol.subjects import SubjectError
@@ -198,8 +199,11 @@ def run_client(
     return run(go())
 
 
-def run(coro: Awaitable[T]) -> T:
+def run(coro: Awaitable[T], *, host_loop: bool = False) -> T:
+    """`host_loop`: a long-running host process's loop (lattice/loops.py: uvloop)."""
     try:
+        if host_loop:
+            return loops.run(coro)  # type: ignore[arg-type]
         return asyncio.run(coro)  # type: ignore[arg-type]
     except WaitTimeout as exc:
         hint = "raise --wait-timeout, or see `lattice events`"

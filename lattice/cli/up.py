@@ -531,7 +531,7 @@ def up(
     except ValueError as exc:
         raise usage(str(exc)) from None
     with contextlib.suppress(KeyboardInterrupt):
-        run(serve(host, controller, state_file))
+        run(serve(host, controller, state_file), host_loop=True)
 
 
 def secure_settings(data: Path, nats_url: str) -> dict[str, Any]:
