@@ -257,12 +257,15 @@ async def test_relink_and_stop_while_same_host_calls_run(
 
 
 async def test_keyvalue_open_asks_once_per_link_not_per_operation(
-    host, client: LatticeClient, linked_refs: dict[str, str], tap, nc: NATS
+    start_host, client: LatticeClient, linked_refs: dict[str, str], tap, nc: NATS
 ) -> None:
+    # the provider runs on another host, so every call it gets crosses NATS and the tap
+    # sees it (to one on this host, calls go over its socket: tests/test_provider_sockets.py)
+    host, elsewhere = await start_host(), await start_host()
     kv_bucket = f"kv_{uuid.uuid4().hex[:8]}"
     await client.put_config("store", {"bucket": kv_bucket})
     await client.put_config("same-store", {"bucket": kv_bucket})
-    await client.start_provider(host.host_id, "builtin://keyvalue-nats", "kv")
+    await client.start_provider(elsewhere.host_id, "builtin://keyvalue-nats", "kv")
     await client.scale_component(host.host_id, linked_refs["kvtool"], "kvtool", 1)
     await client.put_link(
         "kvtool", "kv", "wasi", "keyvalue", ["store", "atomics", "batch"], target_config=["store"]
