@@ -1,5 +1,7 @@
 """`python -m bench http`: HTTP to `hello_http` served in the host and through the
-http-server provider process, against a plain aiohttp server and `wasmtime serve`.
+http-server provider process, against a plain aiohttp server and `wasmtime serve`; and
+to `hello_min` (the same `GET /` in WAT, no language runtime) in the host, so the gap
+between the two guests is the guest's cost and the rest is the host's.
 
 Measured in one run, every server in its own process: nats-server; host A (`lattice
 up`, default `--http-in-host`) runs `hello` and serves its HTTP itself (aiohttp in the
@@ -38,6 +40,7 @@ from host.wasi.measure import wasmtime_cli
 from lattice.natsd import free_port
 
 HELLO = b"hello from python"
+HELLO_MIN = b"hello from wat"  # hello_min: the same GET / in WAT, no language runtime
 ECHO_BYTES = 5 * 1024 * 1024
 
 
@@ -137,8 +140,9 @@ async def wasmtime_serve(wasm: str, port: int) -> AsyncIterator[str | None]:
 async def measure(args: argparse.Namespace) -> list[Figure]:
     from components.build import build
 
-    hello = build("hello_http")
+    hello, hello_min = build("hello_http"), build("hello_min")
     raw_port, in_port, nats_port, wt_port = free_port(), free_port(), free_port(), free_port()
+    min_port = free_port()
     async with Cluster() as cluster, wasmtime_serve(str(hello), wt_port) as wt_url:
         raw_proc = cluster.spawn("bench.http", "raw", str(raw_port), wait_for_ready=True)
         host_in = await cluster.host(data_dir="in-host")
@@ -151,13 +155,15 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         w2_port = free_port()
         raw_cpu = CpuMeter(raw_proc.pid)
         client = await cluster.client()
-        for host_id, provider, component, port in (
-            (host_in, "http-in", "hello", in_port),
-            (host_nats, "http-nats", "hello-nats", nats_port),
-            (host_w2, "http-w2", "hello-w2", w2_port),
+        for host_id, provider, component, port, wasm in (
+            (host_in, "http-in", "hello", in_port, hello),
+            (host_in, "http-in", "hello-min", min_port, hello_min),
+            (host_nats, "http-nats", "hello-nats", nats_port, hello),
+            (host_w2, "http-w2", "hello-w2", w2_port, hello),
         ):
-            await client.start_provider(host_id, "builtin://http-server", provider)
-            await client.scale_component(host_id, hello.as_uri(), component, args.count)
+            if component != "hello-min":  # its host's server already runs
+                await client.start_provider(host_id, "builtin://http-server", provider)
+            await client.scale_component(host_id, wasm.as_uri(), component, args.count)
             await client.put_config(f"{component}-route", {"address": f"127.0.0.1:{port}"})
             await client.put_link(
                 provider,
@@ -165,6 +171,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                 "wasi",
                 "http",
                 ["incoming-handler"],
+                name="min" if component == "hello-min" else "default",  # one link per name
                 source_config=[f"{component}-route"],
             )
         nats_cpu = ProcessTreeCpu(nats_pid)  # the host and its provider process
@@ -172,18 +179,19 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         async with aiohttp.ClientSession(connector=connector) as session:
             raw_url = f"http://127.0.0.1:{raw_port}"
             in_url, nats_url = f"http://127.0.0.1:{in_port}", f"http://127.0.0.1:{nats_port}"
-            w2_url = f"http://127.0.0.1:{w2_port}"
+            w2_url, min_url = f"http://127.0.0.1:{w2_port}", f"http://127.0.0.1:{min_port}"
             await wait_routed(session, in_url + "/")
+            await wait_routed(session, min_url + "/")
             await wait_routed(session, nats_url + "/")
             await wait_routed(session, w2_url + "/")
             if wt_url is not None:
                 await wait_routed(session, wt_url + "/", timeout=180)  # compiles first
 
-            def getter(base: str):  # type: ignore[no-untyped-def]
+            def getter(base: str, hello: bytes = HELLO):  # type: ignore[no-untyped-def]
                 async def get() -> object:
                     async with session.get(base + "/") as r:
                         body = await r.read()
-                        assert r.status == 200 and body == HELLO, (r.status, body[:100])
+                        assert r.status == 200 and body == hello, (r.status, body[:100])
                     return body
 
                 return get
@@ -208,7 +216,8 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                 t = time.perf_counter()
                 rate = await wrk(base + "/", args.inflight, args.seconds)
                 if rate is None:
-                    rate = await concurrent(getter(base), args.total, args.inflight)
+                    get = getter(base, HELLO_MIN if base == min_url else HELLO)
+                    rate = await concurrent(get, args.total, args.inflight)
                     served = args.total
                 else:
                     served = round(rate * (time.perf_counter() - t))
@@ -216,9 +225,11 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
 
             raw_seq = await sequential(getter(raw_url), args.requests)
             in_seq = await sequential(getter(in_url), args.requests)
+            min_seq = await sequential(getter(min_url, HELLO_MIN), args.requests)
             nats_seq = await sequential(getter(nats_url), args.requests)
             raw_tp, raw_tp_cpu = await throughput(raw_url, raw_cpu)
             in_tp, in_tp_cpu = await throughput(in_url, in_cpu)
+            min_tp, min_tp_cpu = await throughput(min_url, in_cpu)
             nats_tp, nats_tp_cpu = await throughput(nats_url, nats_cpu)
             w2_cpu.find()  # its worker process exists by now
             w2_tp, w2_tp_cpu = await throughput(w2_url, w2_cpu)
@@ -285,6 +296,26 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             BENCH,
             f"in-host GET / CPU per request, {load}",
             in_tp_cpu * 1e6,
+            "µs",
+            "lower",
+            raw_tp_cpu * 1e6,
+            BASE,
+        ),
+        # the minimal guest: what is left is the host's own cost per request
+        *latency_figures(BENCH, "in-host GET / (minimal hello)", min_seq, raw_seq, BASE, "ms"),
+        Figure(
+            BENCH,
+            f"in-host GET / requests/s, {load} (minimal hello)",
+            min_tp,
+            "requests/s",
+            "higher",
+            raw_tp,
+            BASE,
+        ),
+        Figure(
+            BENCH,
+            f"in-host GET / CPU per request, {load} (minimal hello)",
+            min_tp_cpu * 1e6,
             "µs",
             "lower",
             raw_tp_cpu * 1e6,

@@ -63,8 +63,10 @@ class ComponentSpec:
     `language` is `"python"` (componentize-py, sources in `src/<src or name>/`, module
     `app`), `"js"` (componentize-js, sources in `js/src/<src or name>/`, entry `app.js`,
     no variants) or `"wat"` (`wasm-tools parse` of the one `.wat` file in
-    `src/<src or name>/`, no variants; `world` only documents what it exports);
-    `js_disable` lists componentize-js features to leave out.
+    `src/<src or name>/`, no variants; `world` only documents what it exports) or
+    `"wat-core"` (that file is a core module: embedded with `world` from `wit_dir` and
+    made a component by `wasm-tools component new`, which writes the WIT's types out so
+    the WAT needs none); `js_disable` lists componentize-js features to leave out.
     """
 
     name: str
@@ -97,6 +99,10 @@ COMPONENTS: dict[str, ComponentSpec] = {
     # the counter's increment in WAT: keyvalue open + atomics.increment with no runtime
     "counter_min": ComponentSpec(
         "counter_min", "lattice:examples/counter", (None,), language="wat"
+    ),
+    # GET / in a WAT core module with no language runtime: what a request costs the host
+    "hello_min": ComponentSpec(
+        "hello_min", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR, language="wat-core"
     ),
     # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)
     "hello_http": ComponentSpec("hello_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
@@ -247,7 +253,7 @@ def _key_parts(spec: ComponentSpec, variant: str | None) -> Iterator[bytes]:
         for name in JS_TOOL_FILES:
             yield (JS_DIR / name).read_bytes()
         tool = f"componentize-js {componentize_js_version()} -{','.join(spec.js_disable)}"
-    elif spec.language == "wat":
+    elif spec.language in ("wat", "wat-core"):
         tool = f"wasm-tools {wasm_tools_version()}"
     else:
         tool = componentize_py_version()
@@ -356,16 +362,22 @@ def _run_componentize_js(spec: ComponentSpec, out: Path) -> None:
 
 
 def _run_wasm_tools(spec: ComponentSpec, out: Path) -> None:
-    """Assemble the component from its one .wat file, then validate it."""
+    """Assemble the component from its one .wat file (a core module: embedded with its
+    world first), then validate it."""
     sources = _files(spec.src_dir, "*.wat")
     if len(sources) != 1:
         raise RuntimeError(
             f"{spec.name}: expected one .wat file in {spec.src_dir}, found {len(sources)}"
         )
-    for cmd in (
-        [_wasm_tools(), "parse", str(sources[0]), "-o", str(out)],
-        [_wasm_tools(), "validate", str(out)],
-    ):
+    tool = _wasm_tools()
+    steps = [[tool, "parse", str(sources[0]), "-o", str(out)]]
+    if spec.language == "wat-core":
+        wit, world = str(spec.wit_dir), spec.world
+        steps += [
+            [tool, "component", "embed", wit, "--world", world, str(out), "-o", str(out)],
+            [tool, "component", "new", str(out), "-o", str(out)],
+        ]
+    for cmd in (*steps, [tool, "validate", str(out)]):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(
@@ -396,7 +408,7 @@ def build(name: str, variant: str | None = None, *, force: bool = False) -> Path
         try:
             if spec.language == "js":
                 _run_componentize_js(spec, tmp)
-            elif spec.language == "wat":
+            elif spec.language in ("wat", "wat-core"):
                 _run_wasm_tools(spec, tmp)
             else:
                 _run_componentize(spec, variant, tmp)

@@ -105,6 +105,29 @@ async def test_local_requests_skip_nats_and_stream_both_ways(
     assert crossings.count == 0, "a request for a local component crossed NATS"
 
 
+async def test_the_minimal_guest_is_served_from_a_warm_instance_too(
+    edge_and_worker: tuple[Any, Any], client: LatticeClient, crossings: Crossings
+) -> None:
+    """hello_min (WAT, no language runtime: bench http's second guest) through the same
+    path: its head is sent before its body, and every request reuses the pool."""
+    from components.build import build
+
+    edge, _ = edge_and_worker
+    await client.scale_component(edge.host_id, build("hello_min").as_uri(), "hello", 2)
+    port = free_port()
+    await route(client, "hello", port, "hello-min-cfg", path="/")
+    base = f"http://127.0.0.1:{port}"
+    await wait_ok(base + "/")
+    async with httpx.AsyncClient(base_url=base) as http:
+        got = await asyncio.gather(*(http.get("/") for _ in range(40)))
+        assert {(r.status_code, r.text) for r in got} == {(200, "hello from wat")}
+        assert got[0].headers["x-hello"] == "lattice"
+        assert got[0].headers["content-type"] == "text/plain"
+        r = await http.post("/anything", content=b"x" * 100_000)
+        assert (r.status_code, r.text) == (200, "hello from wat")
+    assert crossings.count == 0, "a request for a local component crossed NATS"
+
+
 async def test_remote_component_goes_over_nats_and_local_wins_once_it_runs_here(
     edge_and_worker: tuple[Any, Any],
     client: LatticeClient,

@@ -413,3 +413,10 @@ async def test_the_component_is_standard_under_wasmtime_serve() -> None:
         assert ["x-custom", "v"] in info["headers"]
         assert (await client.get(url + "/trap")).status_code == 500
         assert (await client.get(url + "/")).status_code == 200
+
+
+async def test_the_minimal_guest_is_standard_under_wasmtime_serve() -> None:
+    async with wasmtime_serve(build("hello_min")) as (client, url):
+        resp = await client.get(url + "/")
+        assert (resp.status_code, resp.text) == (200, "hello from wat")
+        assert resp.headers["x-hello"] == "lattice"
