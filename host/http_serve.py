@@ -52,6 +52,7 @@ from nats.aio.subscription import Subscription
 
 from host.runtime.pool import InstancePool, PoolClosed
 from host.wasi import ResponseBodyError, WasiPool, serve_request
+from host.wasi.io import CallerGone
 from lattice.protocol.invocation import InvocationError
 from providers.http_server.provider import LocalRequest, LocalResponse, LocalServe
 
@@ -108,8 +109,8 @@ async def _ready(body: AsyncIterator[bytes]) -> Any:
     return task.result() if task.done() else task
 
 
-class _Cancelled(Exception):
-    """The caller abandoned the exchange."""
+class _Cancelled(CallerGone):
+    """The caller abandoned the exchange (the guest's next read of its body says so)."""
 
 
 @dataclass(eq=False)

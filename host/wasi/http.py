@@ -63,8 +63,10 @@ from host.wasi import outgoing, outgoing_link
 from host.wasi.binding import Err, HostResource, Interface, Ok, lower_own, resource
 from host.wasi.io import (
     ALWAYS,
+    CALLER_GONE,
     WRITE_BUDGET,
     ByteSource,
+    CallerGone,
     Condition,
     EmptySource,
     InputStream,
@@ -778,6 +780,14 @@ class Exchange:
             self.head.result().body.finish(error=reason)
         self.request.body.close_reader()
 
+    @property
+    def client_gone(self) -> bool:
+        """Whether whoever reads the response stopped reading it (a client that closed
+        its connection mid-response): a guest failing to write then is not its bug."""
+        if getattr(self.request.body, "error", None) == CALLER_GONE:
+            return True  # the request body's sender left
+        return self.head.done() and self.head.result().body.reader_gone
+
     def complete(self) -> None:
         """The handler returned: anything it left unfinished is an error."""
         if not self.head.done():
@@ -865,6 +875,8 @@ def _request_source(body: Body) -> tuple[ByteSource, Callable[[], Any] | None]:
                         pipe.write(bytes(piece))
             except StreamClosed:
                 return  # the component stopped reading
+            except CallerGone:
+                pipe.finish(error=CALLER_GONE)
             except Exception as exc:
                 pipe.finish(error=f"request body failed: {type(exc).__name__}: {exc}")
             else:

@@ -53,6 +53,16 @@ def _pool_blocking() -> Callable[[], AbstractContextManager[Any]]:
     return getattr(runtime_pool, "blocked", contextlib.nullcontext)
 
 
+def client_gone(export: Export) -> InvocationError:
+    """A guest that trapped on writing to a client that had closed its connection: still
+    a trap (the instance is discarded), but said as what happened, with no guest traceback."""
+    return InvocationError(
+        ErrorKind.TRAP,
+        f"{export.operation}: the client closed the connection mid-response and the "
+        "component failed on its next write; the instance was discarded",
+    )
+
+
 def _ignore(result: Any, error: InvocationError | None) -> None:
     """Exchange outcomes reach the caller through the exchange itself."""
 
@@ -107,7 +117,11 @@ class WasiPool(InstancePool):
             def explain(exc: BaseException) -> str:
                 if not isinstance(exc, wasmtime.WasmtimeError | wasmtime.Trap):
                     return last_line(exc)
-                err = self._classify(exc, slot, export, time.perf_counter() - started)
+                if exchange.client_gone and not traps.is_interrupt(str(exc)):
+                    err = client_gone(export)  # its write failed: no trap to report
+                    self._log.info("HTTP client went away mid-response", operation=export.operation)
+                else:
+                    err = self._classify(exc, slot, export, time.perf_counter() - started)
                 failure.append(err)
                 return err.message
 

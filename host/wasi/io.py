@@ -54,6 +54,14 @@ class StreamClosed(Exception):
     """The other end is gone; the guest sees `stream-error.closed`."""
 
 
+CALLER_GONE = "the caller went away"
+
+
+class CallerGone(Exception):
+    """Raised by a request body whose sender went away (its client closed the
+    connection): the guest's read fails with CALLER_GONE, which is not its bug."""
+
+
 # -- waiting -----------------------------------------------------------------------------
 
 
@@ -221,6 +229,10 @@ class Pipe:
     @property
     def buffered(self) -> int:
         return self._buffered
+
+    @property
+    def reader_gone(self) -> bool:
+        return self._reader_gone
 
     # -- writer ---------------------------------------------------------------------
 
