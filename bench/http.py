@@ -155,14 +155,19 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         w2_port = free_port()
         raw_cpu = CpuMeter(raw_proc.pid)
         client = await cluster.client()
-        for host_id, provider, component, port, wasm in (
-            (host_in, "http-in", "hello", in_port, hello),
-            (host_in, "http-in", "hello-min", min_port, hello_min),
-            (host_nats, "http-nats", "hello-nats", nats_port, hello),
-            (host_w2, "http-w2", "hello-w2", w2_port, hello),
+        for host_id, provider in (
+            (host_in, "http-in"),
+            (host_nats, "http-nats"),
+            (host_w2, "http-w2"),
         ):
-            if component != "hello-min":  # its host's server already runs
-                await client.start_provider(host_id, "builtin://http-server", provider)
+            await client.start_provider(host_id, "builtin://http-server", provider)
+        # (a server's links to two components need two link names)
+        for host_id, provider, link_name, component, port, wasm in (
+            (host_in, "http-in", "default", "hello", in_port, hello),
+            (host_in, "http-in", "min", "hello-min", min_port, hello_min),
+            (host_nats, "http-nats", "default", "hello-nats", nats_port, hello),
+            (host_w2, "http-w2", "default", "hello-w2", w2_port, hello),
+        ):
             await client.scale_component(host_id, wasm.as_uri(), component, args.count)
             await client.put_config(f"{component}-route", {"address": f"127.0.0.1:{port}"})
             await client.put_link(
@@ -171,7 +176,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                 "wasi",
                 "http",
                 ["incoming-handler"],
-                name="min" if component == "hello-min" else "default",  # one link per name
+                name=link_name,
                 source_config=[f"{component}-route"],
             )
         nats_cpu = ProcessTreeCpu(nats_pid)  # the host and its provider process
@@ -209,15 +214,14 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                 return best
 
             async def throughput(
-                base: str, meter: CpuMeter | ProcessTreeCpu
+                base: str, meter: CpuMeter | ProcessTreeCpu, hello: bytes = HELLO
             ) -> tuple[float, float]:
                 """(requests/s, CPU s per request of `meter`'s processes)."""
                 meter.start()
                 t = time.perf_counter()
                 rate = await wrk(base + "/", args.inflight, args.seconds)
                 if rate is None:
-                    get = getter(base, HELLO_MIN if base == min_url else HELLO)
-                    rate = await concurrent(get, args.total, args.inflight)
+                    rate = await concurrent(getter(base, hello), args.total, args.inflight)
                     served = args.total
                 else:
                     served = round(rate * (time.perf_counter() - t))
@@ -229,7 +233,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             nats_seq = await sequential(getter(nats_url), args.requests)
             raw_tp, raw_tp_cpu = await throughput(raw_url, raw_cpu)
             in_tp, in_tp_cpu = await throughput(in_url, in_cpu)
-            min_tp, min_tp_cpu = await throughput(min_url, in_cpu)
+            min_tp, min_tp_cpu = await throughput(min_url, in_cpu, HELLO_MIN)
             nats_tp, nats_tp_cpu = await throughput(nats_url, nats_cpu)
             w2_cpu.find()  # its worker process exists by now
             w2_tp, w2_tp_cpu = await throughput(w2_url, w2_cpu)

@@ -18,12 +18,21 @@ from typing import Any
 import httpx
 import nats
 import pytest
+import structlog.testing
 
 from lattice.client import LatticeClient
 from lattice.natsd import free_port
 from tests.http_checks import until
 from tests.test_examples import port_free
-from tests.test_http_server import MB5, PROVIDER, _chunks, route, wait_ok
+from tests.test_http_server import (
+    MB5,
+    PROVIDER,
+    _chunks,
+    route,
+    wait_ok,
+    walk_away_mid_download,
+    walk_away_mid_upload,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +48,26 @@ class Crossings:
 
     def __init__(self, nc: Any) -> None:
         self.nc = nc
+        self.sub: Any = None
         self.count = 0
 
     async def on(self, _msg: Any) -> None:
         self.count += 1
 
     async def close(self) -> None:
+        """Unsubscribe and flush first: the server forgets a closed connection's interest
+        only when it gets to it, and until then a request still finds a "responder"."""
         if not self.nc.is_closed:
+            if self.sub is not None:
+                await self.sub.unsubscribe()
+                await self.nc.flush()  # the server has processed the UNSUB
             await self.nc.close()
 
 
 @pytest.fixture
 async def crossings(nats_url: str, lattice_name: str) -> AsyncIterator[Crossings]:
     seen = Crossings(await nats.connect(nats_url))
-    await seen.nc.subscribe(f"{lattice_name}.hello.http", cb=seen.on)
+    seen.sub = await seen.nc.subscribe(f"{lattice_name}.hello.http", cb=seen.on)
     await seen.nc.flush()
     yield seen
     await seen.close()
@@ -109,11 +124,14 @@ async def test_the_minimal_guest_is_served_from_a_warm_instance_too(
     edge_and_worker: tuple[Any, Any], client: LatticeClient, crossings: Crossings
 ) -> None:
     """hello_min (WAT, no language runtime: bench http's second guest) through the same
-    path: its head is sent before its body, and every request reuses the pool."""
+    path, every request on one of its two warm instances."""
     from components.build import build
 
     edge, _ = edge_and_worker
     await client.scale_component(edge.host_id, build("hello_min").as_uri(), "hello", 2)
+    pool = edge.components.pool_of("hello")
+    assert pool is not None
+    made = pool.instantiated
     port = free_port()
     await route(client, "hello", port, "hello-min-cfg", path="/")
     base = f"http://127.0.0.1:{port}"
@@ -125,7 +143,36 @@ async def test_the_minimal_guest_is_served_from_a_warm_instance_too(
         assert got[0].headers["content-type"] == "text/plain"
         r = await http.post("/anything", content=b"x" * 100_000)
         assert (r.status_code, r.text) == (200, "hello from wat")
+    assert (pool.instantiated, pool.discarded) == (made, 0)  # no instance made per request
     assert crossings.count == 0, "a request for a local component crossed NATS"
+
+
+async def test_a_client_walking_away_is_not_logged_as_a_trap(
+    edge_and_worker: tuple[Any, Any], client: LatticeClient, hello_ref: str
+) -> None:
+    """Clients that close their connection mid-upload and mid-download of an echo: the
+    guest's failed read or write is said as the client leaving, and the next request is
+    served."""
+    edge, _ = edge_and_worker
+    await client.scale_component(edge.host_id, hello_ref, "hello", 2)
+    port = free_port()
+    await route(client, "hello", port, "hello-away-cfg", path="/")
+    base = f"http://127.0.0.1:{port}"
+    await wait_ok(base + "/")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            await walk_away_mid_upload(port)
+            await walk_away_mid_download(port)
+        for _ in range(50):  # until the pool has seen each guest fail
+            if sum(e["event"] == "HTTP client went away mid-exchange" for e in logs) >= 4:
+                break
+            await asyncio.sleep(0.1)
+    events = [e["event"] for e in logs]
+    failed = [e.get("reason") for e in logs if e["event"] == "component call failed"]
+    assert failed == [], failed
+    assert events.count("HTTP client went away mid-exchange") == 4, events  # one per client
+    async with httpx.AsyncClient(base_url=base) as http:
+        assert (await http.get("/")).text == "hello from python"
 
 
 async def test_remote_component_goes_over_nats_and_local_wins_once_it_runs_here(

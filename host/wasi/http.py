@@ -782,8 +782,9 @@ class Exchange:
 
     @property
     def client_gone(self) -> bool:
-        """Whether whoever reads the response stopped reading it (a client that closed
-        its connection mid-response): a guest failing to write then is not its bug."""
+        """Whether the client left mid-exchange: its request body's sender went away,
+        or whoever reads the response stopped reading it. A guest failing to read or
+        write then is not its bug."""
         if getattr(self.request.body, "error", None) == CALLER_GONE:
             return True  # the request body's sender left
         return self.head.done() and self.head.result().body.reader_gone
@@ -875,7 +876,7 @@ def _request_source(body: Body) -> tuple[ByteSource, Callable[[], Any] | None]:
                         pipe.write(bytes(piece))
             except StreamClosed:
                 return  # the component stopped reading
-            except CallerGone:
+            except (CallerGone, ConnectionError):  # its sender's connection broke
                 pipe.finish(error=CALLER_GONE)
             except Exception as exc:
                 pipe.finish(error=f"request body failed: {type(exc).__name__}: {exc}")

@@ -54,12 +54,13 @@ def _pool_blocking() -> Callable[[], AbstractContextManager[Any]]:
 
 
 def client_gone(export: Export) -> InvocationError:
-    """A guest that trapped on writing to a client that had closed its connection: still
-    a trap (the instance is discarded), but said as what happened, with no guest traceback."""
+    """A guest that trapped on reading from or writing to a client that had closed its
+    connection: still a trap (the instance is discarded), but said as what happened,
+    with no guest traceback."""
     return InvocationError(
         ErrorKind.TRAP,
-        f"{export.operation}: the client closed the connection mid-response and the "
-        "component failed on its next write; the instance was discarded",
+        f"{export.operation}: the client closed the connection mid-exchange and the "
+        "component failed on its next read or write; the instance was discarded",
     )
 
 
@@ -118,8 +119,8 @@ class WasiPool(InstancePool):
                 if not isinstance(exc, wasmtime.WasmtimeError | wasmtime.Trap):
                     return last_line(exc)
                 if exchange.client_gone and not traps.is_interrupt(str(exc)):
-                    err = client_gone(export)  # its write failed: no trap to report
-                    self._log.info("HTTP client went away mid-response", operation=export.operation)
+                    err = client_gone(export)  # its read or write failed: not its trap
+                    self._log.info("HTTP client went away mid-exchange", operation=export.operation)
                 else:
                     err = self._classify(exc, slot, export, time.perf_counter() - started)
                 failure.append(err)

@@ -59,7 +59,8 @@ CALLER_GONE = "the caller went away"
 
 class CallerGone(Exception):
     """Raised by a request body whose sender went away (its client closed the
-    connection): the guest's read fails with CALLER_GONE, which is not its bug."""
+    connection; a ConnectionError from the body counts the same): the guest's read
+    fails with CALLER_GONE, which is not its bug."""
 
 
 # -- waiting -----------------------------------------------------------------------------
