@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import nats
@@ -38,6 +39,53 @@ os.environ.setdefault("LATTICE_COMPILE_CACHE", str(CACHE / "test-host" / "cache"
 # hear them. A handler here becomes the default disposition in each child.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Every process this test process starts inherits this mark, however far down (a CLI that
+# starts `lattice up`, which starts workers and providers). Set, not defaulted: each xdist
+# worker marks its own children, so one worker never blames another's live processes.
+RUN_MARK = "LATTICE_TEST_RUN"
+os.environ[RUN_MARK] = uuid.uuid4().hex
+# A process orphaned by a killed host must exit within this (providers watch their host).
+LEFTOVER_GRACE_S = 10.0
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per usable core, at most 4. Each worker runs hosts, providers
+    and servers of its own, so more workers than cores only adds contention."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def marked_processes(mark: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process that carries `mark` in its environment."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            if p.environ().get(RUN_MARK) == mark and p.status() != psutil.STATUS_ZOMBIE:
+                found.append((p.pid, " ".join(p.info["cmdline"] or [])[:200]))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """After every other fixture is torn down, nothing this run started may still be alive.
+
+    Fails the run's last test naming each survivor (then kills them, so one leak doesn't
+    leave a port taken for the next run)."""
+    yield
+    mark = os.environ[RUN_MARK]
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while (left := marked_processes(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, "processes the tests started are still running: " + "; ".join(
+        f"pid {pid}: {cmd}" for pid, cmd in left
+    )
 
 
 def precompile(*paths: Path) -> None:
