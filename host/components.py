@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,9 @@ from lattice.protocol.messages import (
 )
 
 log = structlog.get_logger("lattice.components")
+
+# How long a stopping component waits for NATS to confirm its subscriptions are gone.
+SUBSCRIPTION_DRAIN_S = 5.0
 
 PublishEvent = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -295,18 +299,32 @@ class ComponentManager:
     # -- stop -----------------------------------------------------------------
 
     async def _stop(self, rc: RunningComponent) -> None:
+        # Drain, not unsubscribe, while the component still runs: nats-server may have
+        # routed calls to this host's queue member before it saw the UNSUB, and nats-py
+        # discards whatever an unsubscribed subscription still holds. Those callers would
+        # wait out their deadlines (tests/test_stop_drains.py lost 42 of them).
+        await asyncio.gather(
+            *(
+                self._drain_subscription(rc.id, sub)
+                for sub in (rc.subscription, rc.http_subscription)
+                if sub is not None
+            )
+        )
         self.running.pop(rc.id, None)
-        for sub in (rc.subscription, rc.http_subscription):
-            if sub is None:
-                continue
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # connection already gone during shutdown
-                self._log.debug("unsubscribe failed", component_id=rc.id, error=str(exc))
         await rc.pool.drain()
         if self.bridge is not None and self.bridge.scoped is not None:
             await self.bridge.scoped.forget(rc.id)
         self._log.info("component stopped", component_id=rc.id)
+
+    async def _drain_subscription(self, component_id: str, sub: Subscription) -> None:
+        """Stop interest, then hand on every message the server already sent us. Bounded:
+        with the connection down the flush would wait for a reconnect."""
+        try:
+            await asyncio.wait_for(sub.drain(), SUBSCRIPTION_DRAIN_S)
+        except Exception as exc:  # connection gone or draining (shutdown), or too slow
+            self._log.debug("subscription drain failed", component_id=component_id, error=str(exc))
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def stop_all(self) -> None:
         for cid in list(self.running):
