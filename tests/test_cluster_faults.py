@@ -784,7 +784,9 @@ async def test_an_edge_host_serves_locally_while_its_uplink_is_down(
     ids = await host_ids(lc)
     await lc.put_config("faults-edge", {"k": "before"})
     await lc.scale_component(ids["edge"], echo_ref, "edge-echo", 2)
-    settings = build("settings").as_uri()
+    # Off the loop: on a clean checkout this is a componentize-py build of 20 s or more, and
+    # a loop blocked past the servers' 3 missed pings (1 s apart) loses lc's connection.
+    settings = (await asyncio.to_thread(build, "settings")).as_uri()
     await lc.scale_component(ids["edge"], settings, "edge-settings", 1, config=["faults-edge"])
     local_nc = await nats.connect(cluster.url_of("edge-nats"), max_reconnect_attempts=-1)
     local = LatticeClient(local_nc, cluster.lattice, timeout=5.0)
