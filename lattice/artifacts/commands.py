@@ -15,18 +15,22 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from nats.aio.client import Client as NATS
 from rich.console import Console
 from rich.table import Table
 
-from lattice.artifacts import claims, ops
-from lattice.artifacts.fetch import FetchError, FetchPolicy
-from lattice.artifacts.oci import Credentials
+from lattice.artifacts import claims
 from lattice.artifacts.refs import RefError
 from lattice.artifacts.wasm import NotAComponent
+
+if TYPE_CHECKING:  # imported where used: ops and its httpx client are ~60 ms of every
+    # `lattice` start, and most commands never touch an artifact
+    from lattice.artifacts import ops
+    from lattice.artifacts.fetch import FetchPolicy
+    from lattice.artifacts.oci import Credentials
 
 # -o table|json|yaml like every other command (the old --json stays, hidden)
 from lattice.cli.common import AsJson, Format, OutputOpt, dump, fmt_of
@@ -72,12 +76,19 @@ PasswordStdin = Annotated[
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
 
+def _ops() -> Any:
+    from lattice.artifacts import ops
+
+    return ops
+
+
 def _fail(message: str) -> typer.Exit:
     err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
+    from lattice.artifacts.fetch import FetchError
     from lattice.client import LatticeError
 
     try:
@@ -87,12 +98,14 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 
 
 def _policy(insecure: list[str] | None, allow_latest: bool) -> FetchPolicy:
+    from lattice.artifacts.fetch import FetchPolicy
+
     hosts = frozenset(h.strip() for item in insecure or [] for h in item.split(",") if h.strip())
     return FetchPolicy(allow_latest=allow_latest, insecure_registries=hosts)
 
 
 def _credentials(username: str | None, password_stdin: bool) -> Credentials | None:
-    import os
+    from lattice.artifacts.oci import Credentials
 
     secret = sys.stdin.readline().strip() if password_stdin else None
     secret = secret or os.environ.get("LATTICE_REGISTRY_PASSWORD") or None
@@ -195,7 +208,7 @@ def push(
         allow_latest,
         username,
         password_stdin,
-        lambda **kw: ops.push(ref, file, **kw),
+        lambda **kw: _ops().push(ref, file, **kw),
     )
     _show(d, fmt_of(output, as_json))
 
@@ -223,7 +236,7 @@ def pull(
         allow_latest,
         username,
         password_stdin,
-        lambda **kw: ops.pull(ref, **kw),
+        lambda **kw: _ops().pull(ref, **kw),
     )
     if save is not None:
         try:
@@ -253,7 +266,7 @@ def inspect(
         allow_latest,
         username,
         password_stdin,
-        lambda **kw: ops.inspect(target, **kw),
+        lambda **kw: _ops().inspect(target, **kw),
     )
     _show(d, fmt_of(output, as_json))
 
@@ -333,7 +346,7 @@ def sign(
         tmp.replace(target)
     except OSError as exc:
         raise _fail(f"cannot write {target}: {exc.strerror}") from None
-    _show(ops.describe_bytes(str(target), signed), fmt_of(output, as_json))
+    _show(_ops().describe_bytes(str(target), signed), fmt_of(output, as_json))
 
 
 def get_artifacts(
@@ -349,7 +362,7 @@ def get_artifacts(
 
         client = await LatticeClient.connect(nats_url, lattice)
         async with client:
-            return await ops.list_artifacts(client.nc, lattice)
+            return await _ops().list_artifacts(client.nc, lattice)
 
     rows = _run(work)
     fmt = fmt_of(output, as_json)
@@ -375,7 +388,7 @@ def delete_artifact(
 
         client = await LatticeClient.connect(nats_url, lattice)
         async with client:
-            await ops.delete(client.nc, lattice, ref)
+            await _ops().delete(client.nc, lattice, ref)
 
     _run(work)
     out.print(f"deleted {ref}")
