@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 
 from lattice.client import LatticeClient
-from lattice.protocol.invocation import SOURCE_HEADER
 
 ECHO = "lattice:examples/echo.echo"
 CALLERS = 48
 CYCLES = 12
-WHO = {SOURCE_HEADER: "test-stop-drains"}
 
 
 async def test_calls_in_flight_survive_a_replica_stopping_again_and_again(
@@ -34,8 +32,8 @@ async def test_calls_in_flight_survive_a_replica_stopping_again_and_again(
         i = 0
         while not stop.is_set():
             word = f"c{n}-{i}"
-            try:  # a caller that says who it is hears which host answered
-                got, host_id = await client._call("echo", ECHO, [word], 3.0, WHO)
+            try:  # a traced call hears which host answered
+                got, host_id = await client.call_traced("echo", ECHO, [word], timeout=3.0)
             except Exception as exc:
                 failures.append(f"{word}: {exc}")
             else:

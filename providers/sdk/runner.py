@@ -47,7 +47,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lattice import logs, natsauth, tracing
+from lattice import logs, natsauth, subscriptions, tracing
 from lattice.protocol import subjects
 from lattice.protocol.envelope import CtlReply, fail, ok
 from lattice.protocol.invocation import ERROR_HEADER, LINK_NAME_HEADER, SOURCE_HEADER
@@ -363,7 +363,10 @@ class Runner:
             return max(least, deadline - loop.time() - reserve)
 
         self.log.info("stopping", in_flight=len(self._calls), nats_connected=connected)
-        await self._unsubscribe(connected, left(reserve=1.0, least=0.1))
+        # stop deliveries; calls already delivered still run
+        await subscriptions.drain(
+            self._subs, connected=connected, timeout=left(reserve=1.0, least=0.1)
+        )
         if self._local is not None:
             self._local.stop_taking()
         p.stop_draining()
@@ -387,23 +390,6 @@ class Runner:
         if self.tracing is not None:
             await self.tracing.close(0.5)
         self.log.info("stopped", exit_code=self.exit_code)
-
-    async def _unsubscribe(self, connected: bool, timeout: float) -> None:
-        """Stop deliveries: drain every subscription at once (calls already delivered
-        still run) when connected, else just drop them locally."""
-
-        async def one(sub: Subscription) -> None:
-            try:
-                if not connected:
-                    raise ConnectionError("not connected")
-                await sub.drain()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-
-        if self._subs:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(one(s) for s in self._subs)), timeout)
 
     async def _close_nats(self, timeout: float) -> None:
         nc = self._nc
