@@ -59,7 +59,7 @@ from wasmtime.component import (
     VariantType,
 )
 
-from host.wasi._speedups import add_func
+from host.wasi._speedups import HostOwn, add_func, fast_resources
 from host.wasi.state import WasiState, state_of
 
 T = TypeVar("T")
@@ -342,10 +342,12 @@ def _lower_adapter(ty: ValType) -> Lower | None:
 
 def lower_own(st: WasiState, v: Any) -> Any:
     """A host object handed to the guest as `own<T>`: into the table, out as a handle."""
-    if isinstance(v, ResourceHost | ResourceAny):
+    if isinstance(v, ResourceHost | ResourceAny | HostOwn):
         return v
     if not isinstance(v, HostResource):
         raise WasmtimeError(f"expected a host resource, got {type(v).__name__}")
+    if fast_resources():
+        return HostOwn(st.table.push(v), v.type_id)
     return ResourceHost.own(st.table.push(v), v.type_id)
 
 

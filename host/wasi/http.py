@@ -57,8 +57,9 @@ from typing import Any, NamedTuple, Protocol
 import structlog
 import wasmtime
 from wasmtime import WasmtimeError
-from wasmtime.component import Component, Func, Variant
+from wasmtime.component import Component, Variant
 
+from host.runtime.call import BoundFunc
 from host.wasi import outgoing, outgoing_link
 from host.wasi.binding import Err, HostResource, Interface, Ok, lower_own, resource
 from host.wasi.io import (
@@ -808,7 +809,7 @@ def handler_export(engine: wasmtime.Engine, component: Component) -> tuple[str, 
 
 def run_handler(
     store: wasmtime.Store,
-    handle: Func,
+    handle: BoundFunc,
     exchange: Exchange,
     explain: Callable[[BaseException], str] | None = None,
 ) -> None:
@@ -822,8 +823,7 @@ def run_handler(
     request = lower_own(state, exchange.request)
     outparam = lower_own(state, ResponseOutparam(exchange))
     try:
-        handle(store, request, outparam)
-        handle.post_return(store)
+        handle.call(store, request, outparam)
     except BaseException as exc:
         exchange.fail(explain(exc) if explain is not None else last_line(exc))
         raise

@@ -104,9 +104,12 @@ class WasiPool(InstancePool):
         healthy = False
         try:
             slot = self._take_slot()
-            handle = slot.instance.get_func(slot.store, self._indices[export.operation])
+            handle = slot.funcs.get(export.operation)
             if handle is None:
-                raise InvocationError(ErrorKind.INTERNAL, f"export {export.operation} vanished")
+                raw = slot.instance.get_func(slot.store, self._indices[export.operation])
+                if raw is None:
+                    raise InvocationError(ErrorKind.INTERNAL, f"export {export.operation} vanished")
+                handle = slot.funcs[export.operation] = BoundFunc(raw, slot.store)
             slot.output.clear()
             state = state_of(slot.store)
             timeout = self.limits.timeout_ms
@@ -292,9 +295,10 @@ class WasiInstance:
             try:
                 if self._handler_path is None:
                     raise LookupError("the component does not export wasi:http/incoming-handler")
-                handle = self._func(*self._handler_path)
+                func = self._func(*self._handler_path)
                 assert self._live is not None
                 store = self._live[0]
+                handle = BoundFunc(func, store)
                 self._arm(store)
             except Exception as exc:
                 self._discard()

@@ -1,0 +1,135 @@
+"""host.wasi._speedups: the C calls that keep the GIL, and host resources read and
+lowered without wasmtime-py's handle objects. The WASI HTTP tests
+(test_wasi_http_layer.py, test_http_in_host.py) run every request through both; these
+check the parts that no request would show wrong."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import pytest
+from wasmtime import Engine, Store
+from wasmtime import _bindings as bindings
+from wasmtime.component import ResourceAny, ResourceHost, ResourceType
+from wasmtime.component import _types as wt
+
+from host.wasi import _speedups
+from host.wasi.binding import lower_own
+from host.wasi.state import WasiState
+
+_PYTHONAPI = ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed() -> None:
+    _speedups.install()
+    assert _speedups.fast_resources()
+
+
+def _holds_gil(name: str) -> bool:
+    return bool(getattr(bindings, name)._flags_ & _PYTHONAPI)
+
+
+def test_cheap_calls_keep_the_gil_and_calls_into_wasm_release_it() -> None:
+    for name in (
+        "_wasmtime_component_resource_host_rep",
+        "_wasmtime_component_resource_any_to_host",
+        "_wasmtime_component_val_new",
+        "_wasmtime_component_vallist_delete",
+        "_wasmtime_component_func_type_param_nth",
+        "_wasmtime_context_get_data",
+        "_wasmtime_context_set_epoch_deadline",
+    ):
+        assert _holds_gil(name), name
+    # these run guest code (or compile, or instantiate): other threads must run meanwhile
+    for name in (
+        "_wasmtime_component_func_call",
+        "_wasmtime_component_func_post_return",
+        "_wasmtime_component_resource_any_drop",
+        "_wasmtime_component_linker_instantiate",
+        "_wasmtime_component_new",
+    ):
+        assert not _holds_gil(name), name
+
+
+def test_rebinding_keeps_argument_and_result_types() -> None:
+    original = ctypes.CDLL(bindings.dll._name, handle=bindings.dll._handle)
+    name = "wasmtime_component_resource_host_new"
+    held = getattr(bindings, "_" + name)
+    plain = getattr(original, name)
+    plain.restype, plain.argtypes = held.restype, held.argtypes
+    assert held.restype is ctypes.POINTER(bindings.wasmtime_component_resource_host_t)
+    assert held.argtypes == [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32]
+    # the held handle builds what the releasing one reads back
+    ptr = held(True, 41, 7)
+    try:
+        assert bindings.wasmtime_component_resource_host_rep(ptr) == 41
+        assert bindings.wasmtime_component_resource_host_type(ptr) == 7
+        assert bindings.wasmtime_component_resource_host_owned(ptr)
+    finally:
+        bindings.wasmtime_component_resource_host_delete(ptr)
+
+
+def _lowered(store: Store, value: object, type_id: int) -> bindings.wasmtime_component_val_t:
+    val = bindings.wasmtime_component_val_t()
+    wt.OwnType(ResourceType.host(type_id)).convert_to_c(store, value, ctypes.pointer(val))
+    return val
+
+
+def test_host_own_round_trips_to_a_rep_and_to_wasmtime_py() -> None:
+    store = Store(Engine())
+    ty = wt.OwnType(ResourceType.host(9))
+    val = _lowered(store, _speedups.HostOwn(123, 9), 9)
+    lifted = _speedups._lift_resource(ty, store._context(), val)
+    assert isinstance(lifted, _speedups.HostRep)
+    assert lifted.rep == 123 and lifted.to_host(store).rep == 123
+    # the C value gave its handle away: nothing left for wasmtime to free twice
+    slot = ctypes.c_void_p.from_address(ctypes.addressof(val) + _speedups._PAYLOAD)
+    assert slot.value is None
+    # wasmtime-py's own lifting sees the same resource
+    back = ty.convert_from_c(_lowered(store, _speedups.HostOwn(5, 9), 9))
+    assert isinstance(back, ResourceAny)
+    host = back.to_host(store)
+    assert (host.rep, host.type, host.owned) == (5, 9, True)
+    # and wasmtime-py's own values still lower as before
+    again = ty.convert_from_c(_lowered(store, ResourceHost.own(6, 9), 9))
+    assert again.to_host(store).rep == 6
+
+
+def test_lower_own_puts_the_object_in_the_table_and_refuses_others() -> None:
+    from host.wasi.binding import HostResource
+
+    class Thing(HostResource):
+        type_id = 31
+
+    state = WasiState()
+    thing = Thing()
+    own = lower_own(state, thing)
+    assert isinstance(own, _speedups.HostOwn)
+    assert own.type_id == 31 and state.table.get(own.rep) is thing
+    with pytest.raises(Exception, match="expected a host resource, got int"):
+        lower_own(state, 42)
+
+
+def test_resources_convert_on_many_threads_at_once() -> None:
+    """Each wasm thread lowers and lifts its own store's resources (as under load)."""
+    errors: list[BaseException] = []
+
+    def run(offset: int) -> None:
+        try:
+            store = Store(Engine())
+            ty = wt.OwnType(ResourceType.host(3))
+            for i in range(2000):
+                val = _lowered(store, _speedups.HostOwn(offset + i, 3), 3)
+                lifted = _speedups._lift_resource(ty, store._context(), val)
+                assert lifted.rep == offset + i
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n * 10_000,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
