@@ -54,21 +54,30 @@ def test_cheap_calls_keep_the_gil_and_calls_into_wasm_release_it() -> None:
 
 
 def test_rebinding_keeps_argument_and_result_types() -> None:
-    original = ctypes.CDLL(bindings.dll._name, handle=bindings.dll._handle)
     name = "wasmtime_component_resource_host_new"
     held = getattr(bindings, "_" + name)
-    plain = getattr(original, name)
-    plain.restype, plain.argtypes = held.restype, held.argtypes
     assert held.restype is ctypes.POINTER(bindings.wasmtime_component_resource_host_t)
     assert held.argtypes == [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32]
-    # the held handle builds what the releasing one reads back
+    # what the GIL-held handle builds, the library's ordinary (releasing) handle reads back
+    releasing = ctypes.CDLL(bindings.dll._name, handle=bindings.dll._handle)
+
+    def plain(fn: str, restype: object) -> object:
+        f = getattr(releasing, fn)
+        f.restype, f.argtypes = restype, [ctypes.c_void_p]
+        return f
+
+    assert not plain("wasmtime_component_resource_host_rep", ctypes.c_uint32)._flags_ & _PYTHONAPI
+    # the fast resource path's own bindings keep their plain-address types
+    own = _speedups._host_to_any
+    assert own is not bindings._wasmtime_component_resource_host_to_any
+    assert own.argtypes == [ctypes.c_void_p] * 3
     ptr = held(True, 41, 7)
     try:
-        assert bindings.wasmtime_component_resource_host_rep(ptr) == 41
-        assert bindings.wasmtime_component_resource_host_type(ptr) == 7
-        assert bindings.wasmtime_component_resource_host_owned(ptr)
+        assert plain("wasmtime_component_resource_host_rep", ctypes.c_uint32)(ptr) == 41
+        assert plain("wasmtime_component_resource_host_type", ctypes.c_uint32)(ptr) == 7
+        assert plain("wasmtime_component_resource_host_owned", ctypes.c_bool)(ptr)
     finally:
-        bindings.wasmtime_component_resource_host_delete(ptr)
+        plain("wasmtime_component_resource_host_delete", None)(ptr)
 
 
 def _lowered(store: Store, value: object, type_id: int) -> bindings.wasmtime_component_val_t:

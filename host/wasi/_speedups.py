@@ -152,9 +152,15 @@ def _self_test() -> bool:
 _RESOURCE = ffi.WASMTIME_COMPONENT_RESOURCE.value
 
 
+# libwasmtime again, through a handle whose calls keep the GIL (see the module doc).
+# `_HELD[name]` makes a new function object each time (attribute access would share one,
+# and its argument types, between `_raw` and the rebinding below).
+_HELD = ctypes.PyDLL(ffi.dll._name, handle=ffi.dll._handle)
+
+
 def _raw(name: str, restype: Any, *argtypes: Any) -> Any:
     """A C function of libwasmtime taking and returning plain addresses, GIL held."""
-    fn = getattr(ctypes.PyDLL(ffi.dll._name, handle=ffi.dll._handle), name)
+    fn = _HELD[name]
     fn.restype, fn.argtypes = restype, list(argtypes)
     return fn
 
@@ -439,7 +445,7 @@ def _lower(self: Any, store: Any, val: Any) -> tuple[str, Any]:
 # Calls on handles, values and types only: none runs wasm, blocks or calls back.
 _GIL_HELD = re.compile(
     r"_wasmtime_component_(resource_(host|type)_\w+|resource_any_(type|clone|owned|delete"
-    r"|to_host)|val\w*|\w+_type_\w+|valtype_\w+|func_type|instance_get_(func|export_index)"
+    r"|to_host)|val\w*|\w+_type_\w+|func_type|instance_get_(func|export_index)"
     r"|type_\w+)|_wasmtime_context_(get_data|set_epoch_deadline|get_fuel|set_fuel)"
     r"|_wasm_byte_vec_\w+"
 )
@@ -447,12 +453,11 @@ _GIL_HELD = re.compile(
 
 def _hold_gil_in_cheap_calls() -> int:
     """Rebind the cheap C calls through a PyDLL handle; returns how many."""
-    lib = ctypes.PyDLL(ffi.dll._name, handle=ffi.dll._handle)
     done = 0
     for name, fn in list(vars(bindings).items()):
         if not isinstance(fn, ctypes._CFuncPtr) or not _GIL_HELD.fullmatch(name):  # type: ignore[attr-defined]
             continue
-        held = getattr(lib, name[1:])
+        held = _HELD[name[1:]]
         held.argtypes, held.restype = fn.argtypes, fn.restype
         setattr(bindings, name, held)
         done += 1

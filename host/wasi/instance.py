@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 import wasmtime
-from wasmtime.component import Component, Func, Instance, Linker
+from wasmtime.component import Component, Instance, Linker
 
 from host.config import Limits
 from host.runtime import pool as runtime_pool
@@ -214,7 +214,7 @@ class WasiInstance:
         self.output: collections.deque[bytes] = collections.deque(maxlen=64)
         self._lock = threading.Lock()
         self._live: tuple[wasmtime.Store, Instance] | None = None
-        self._funcs: dict[tuple[str, ...], Func] = {}
+        self._funcs: dict[tuple[str, ...], BoundFunc] = {}
         self._handler_path = handler_export(engine, component)
 
     @property
@@ -250,7 +250,7 @@ class WasiInstance:
         self._live = None
         self._funcs.clear()
 
-    def _func(self, *path: str) -> Func:
+    def _func(self, *path: str) -> BoundFunc:
         func = self._funcs.get(path)
         if func is None:
             store, instance = self.instantiate()
@@ -262,7 +262,7 @@ class WasiInstance:
             found = instance.get_func(store, parent)
             if found is None:
                 raise LookupError(f"export {'/'.join(path)} is not a function")
-            func = self._funcs[path] = found
+            func = self._funcs[path] = BoundFunc(found, store)
         return func
 
     def call(self, path: tuple[str, ...], *args: Any) -> Any:
@@ -276,7 +276,7 @@ class WasiInstance:
             store = self._live[0]
             self._arm(store)
             try:
-                return BoundFunc(func, store).call(store, *args)
+                return func.call(store, *args)
             except BaseException:
                 self._discard()
                 raise
@@ -295,10 +295,9 @@ class WasiInstance:
             try:
                 if self._handler_path is None:
                     raise LookupError("the component does not export wasi:http/incoming-handler")
-                func = self._func(*self._handler_path)
+                handle = self._func(*self._handler_path)
                 assert self._live is not None
                 store = self._live[0]
-                handle = BoundFunc(func, store)
                 self._arm(store)
             except Exception as exc:
                 self._discard()
