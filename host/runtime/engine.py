@@ -80,6 +80,13 @@ class EpochTicker:
 
 
 def new_engine() -> wasmtime.Engine:
+    """An engine with epoch interruption, in a process whose wasmtime-py has the
+    speed-ups (and the thread-safety fix) of `host.wasi._speedups` installed: plain
+    components' calls make the cheap libwasmtime calls too (a store's epoch deadline,
+    byte vectors, values), and without them each one gives up the GIL."""
+    from host.wasi import _speedups  # here: host.wasi imports this module
+
+    _speedups.install()
     cfg = wasmtime.Config()
     cfg.epoch_interruption = True
     return wasmtime.Engine(cfg)

@@ -177,6 +177,49 @@ _any_delete = _raw("wasmtime_component_resource_any_delete", None, _vp)
 _error_delete = _raw("wasmtime_error_delete", None, _vp)
 
 
+# -- strings ------------------------------------------------------------------------------
+
+_STRING = ffi.WASMTIME_COMPONENT_STRING.value
+_byte_vec_new = _raw("wasm_byte_vec_new", None, _vp, ctypes.c_size_t, ctypes.c_char_p)
+_byte_vec_delete = _raw("wasm_byte_vec_delete", None, _vp)
+_original_str_to_c = wt.String.convert_to_c
+_original_str_from_c = wt.String.convert_from_c
+
+
+def _str_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
+    if not isinstance(val, str):
+        raise TypeError("expected string type")
+    data = val.encode("utf-8")
+    c = ptr.contents
+    c.kind = _STRING
+    _byte_vec_new(ctypes.addressof(c) + _PAYLOAD, len(data), data)
+
+
+def _str_from_c(self: Any, c: Any) -> str:
+    if c.kind != _STRING:
+        raise TypeError("expected a string value")
+    vec = c.of.string
+    try:
+        return ctypes.string_at(vec.data, vec.size).decode("utf-8") if vec.size else ""
+    finally:
+        _byte_vec_delete(ctypes.addressof(c) + _PAYLOAD)
+
+
+def _string_test() -> bool:
+    """Each fast direction against wasmtime-py's own other direction."""
+    ty = wt.String()
+    for sample in ("", "hello", "h\u00e9llo\x00w\u00f6rld \u2603" * 50):
+        val = _VAL()
+        _str_to_c(ty, None, sample, ctypes.pointer(val))
+        if _original_str_from_c(ty, val) != sample:
+            return False
+        val = _VAL()
+        _original_str_to_c(ty, None, sample, ctypes.pointer(val))
+        if _str_from_c(ty, val) != sample:
+            return False
+    return True
+
+
 class HostRep:
     """A host resource a guest passed in, read down to its rep (see the module doc)."""
 
@@ -481,6 +524,9 @@ def install() -> bool:
         wt.VariantLikeType._tagged = _tagged  # type: ignore[method-assign]
         wt.VariantLikeType._lower = _lower  # type: ignore[method-assign]
         _hold_gil_in_cheap_calls()
+        if _string_test():
+            wt.String.convert_to_c = _str_to_c  # type: ignore[method-assign]
+            wt.String.convert_from_c = _str_from_c  # type: ignore[method-assign]
         if _resource_test():
             wt.OwnType.convert_to_c = _own_to_c  # type: ignore[method-assign]
             wt.OwnType.add_classes = _own_classes  # type: ignore[method-assign]
