@@ -37,6 +37,9 @@ class BoundFunc:
         self.params = [t for _, t in fty.params]
         self.result = fty.result
         self.call: Callable[..., Any] = self._fast if _FAST else self._public
+        if _FAST:
+            self._ref = byref(func._func)  # keeps the function's C handle alive
+            self._params_t = ffi.wasmtime_component_val_t * len(self.params)
 
     def _public(self, store: wasmtime.Store, *args: Any) -> Any:
         value = self.func(store, *args)
@@ -47,25 +50,29 @@ class BoundFunc:
         n = len(self.params)
         if len(args) != n:
             raise TypeError(f"expected {n} arguments, got {len(args)}")
-        params = (ffi.wasmtime_component_val_t * n)()
+        params = self._params_t()
         lowered = 0
         try:
             for ty, val in zip(self.params, args, strict=True):
                 ty.convert_to_c(store, val, pointer(params[lowered]))
                 lowered += 1
-            space = ffi.wasmtime_component_val_t() if self.result is not None else None
-            raw = self.func._func
             ctx = store._context()
-            out = byref(space) if space is not None else None
-            count = 1 if space is not None else 0
-
-            def run() -> Any:
-                return ffi.wasmtime_component_func_call(byref(raw), ctx, params, n, out, count)
-
-            enter_wasm(run)
-            value = self.result.convert_from_c(space) if space is not None else None
+            if self.result is None:
+                _check(ffi.wasmtime_component_func_call(self._ref, ctx, params, n, None, 0))
+                value = None
+            else:
+                space = ffi.wasmtime_component_val_t()
+                _check(ffi.wasmtime_component_func_call(self._ref, ctx, params, n, byref(space), 1))
+                value = self.result.convert_from_c(space)
         finally:
             for i in range(lowered):
                 ffi.wasmtime_component_val_delete(byref(params[i]))
-        self.func.post_return(store)
+        _check(ffi.wasmtime_component_func_post_return(self._ref, store._context()))
         return value
+
+
+def _check(error: Any) -> None:
+    """wasmtime-py's `enter_wasm` for a call already made: raise the call's error (a
+    host function's own exception first, as wasmtime-py does)."""
+    if error:
+        enter_wasm(lambda: error)
