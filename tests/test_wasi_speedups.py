@@ -145,12 +145,30 @@ def test_resources_convert_on_many_threads_at_once() -> None:
 
 
 def test_new_engine_installs_the_speedups_for_plain_components_too() -> None:
-    from host.runtime.engine import new_engine
+    """In a fresh process (this module's fixture installed them here already): making an
+    engine is enough, no WASI component has to be linked first."""
+    import subprocess
+    import sys
 
-    new_engine()
-    assert wt.String.convert_to_c is _speedups._str_to_c
-    assert wt.String.convert_from_c is _speedups._str_from_c
-    assert _holds_gil("_wasmtime_context_set_epoch_deadline")
+    check = """
+import ctypes
+from wasmtime import _bindings as b
+from wasmtime.component import _types as wt
+from host.wasi import _speedups
+held = lambda name: bool(getattr(b, name)._flags_ & ctypes._FUNCFLAG_PYTHONAPI)
+before = held("_wasmtime_context_set_epoch_deadline"), wt.String.convert_to_c
+from host.runtime.engine import new_engine
+new_engine()
+assert before == (False, _speedups._original_str_to_c), before
+assert held("_wasmtime_context_set_epoch_deadline")
+assert wt.String.convert_to_c is _speedups._str_to_c
+assert wt.String.convert_from_c is _speedups._str_from_c
+# the thread-safe variant lowering: a plain component's pool lowers on many threads
+assert wt.VariantLikeType._lower is _speedups._lower
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 @pytest.mark.parametrize(
