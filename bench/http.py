@@ -249,6 +249,30 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         await client.close()
 
     load = f"{args.inflight} in flight" + (" (wrk)" if shutil.which("wrk") else "")
+
+    def against_plain(label: str, rate: float, cpu: float, whose: str = "") -> list[Figure]:
+        """In-host requests/s and CPU per request, each against plain aiohttp's."""
+        return [
+            Figure(
+                BENCH,
+                f"in-host GET / requests/s, {label}",
+                rate,
+                "requests/s",
+                "higher",
+                raw_tp,
+                BASE,
+            ),
+            Figure(
+                BENCH,
+                f"in-host GET / CPU per request, {whose}{label}",
+                cpu * 1e6,
+                "µs",
+                "lower",
+                raw_tp_cpu * 1e6,
+                BASE,
+            ),
+        ]
+
     figures = [
         *latency_figures(BENCH, "in-host GET /", in_seq, raw_seq, BASE, "ms"),
         Figure(
@@ -312,41 +336,9 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
         ),
         # the minimal guest: what is left is the host's own cost per request
         *latency_figures(BENCH, "in-host GET / (minimal hello)", min_seq, raw_seq, BASE, "ms"),
-        Figure(
-            BENCH,
-            f"in-host GET / requests/s, {load} (minimal hello)",
-            min_tp,
-            "requests/s",
-            "higher",
-            raw_tp,
-            BASE,
-        ),
-        Figure(
-            BENCH,
-            f"in-host GET / CPU per request, {load} (minimal hello)",
-            min_tp_cpu * 1e6,
-            "µs",
-            "lower",
-            raw_tp_cpu * 1e6,
-            BASE,
-        ),
-        Figure(
-            BENCH,
-            f"in-host GET / requests/s, --workers 2, {load} (minimal hello)",
-            w2_min_tp,
-            "requests/s",
-            "higher",
-            raw_tp,
-            BASE,
-        ),
-        Figure(
-            BENCH,
-            f"in-host GET / CPU per request, all processes, --workers 2, {load} (minimal hello)",
-            w2_min_tp_cpu * 1e6,
-            "µs",
-            "lower",
-            raw_tp_cpu * 1e6,
-            BASE,
+        *against_plain(f"{load} (minimal hello)", min_tp, min_tp_cpu),
+        *against_plain(
+            f"--workers 2, {load} (minimal hello)", w2_min_tp, w2_min_tp_cpu, "all processes, "
         ),
         Figure(
             BENCH,

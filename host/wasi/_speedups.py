@@ -1,6 +1,8 @@
 """Speed-ups (and one thread-safety fix) for wasmtime-py 50's component values.
 
-Installed once by `host.wasi.define`. Six independent parts, each behaviour-preserving:
+Installed once per process by `host.runtime.engine.new_engine` (and `host.wasi.define`),
+so plain components' calls get them as well as the WASI layer's. Seven independent
+parts, each behaviour-preserving:
 
 **Byte lists.** wasmtime-py lowers and lifts a `list<u8>` one element at a time: each
 byte becomes a 32-byte `wasmtime_component_val_t` filled in by Python, ~2 µs a byte, so
@@ -12,6 +14,13 @@ payload byte of every element) and copies it into the list wasmtime allocated wi
 C. Only `list<u8>` with a bytes-like value takes this path. The layout it relies on
 (`kind` at offset 0, the payload union at `wasmtime_component_val_t.of.offset`) is read
 from wasmtime-py's ctypes definitions and checked by a round trip before patching.
+
+**Strings.** wasmtime-py lowers a `string` by allocating a byte vector, building a
+ctypes array type of the string's length, copying into it and `memmove`-ing it over, and
+lifts one through another array built over the vector. The fast path fills the vector
+with one `wasm_byte_vec_new` on the encoded bytes and reads it with one `string_at`:
+a round trip of "hello" takes 2.4 µs instead of 4.8 µs (checked both ways against
+wasmtime-py's own conversions before it is enabled).
 
 **Type introspection.** Every property of a component type (`VariantType.cases`,
 `ResultType.ok`, `ListType.element`, ...) asks the C API again and builds fresh Python
