@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import nacl.exceptions
 import nacl.signing
+import nats.errors
 import nkeys
 import structlog
 from nats.aio.client import Client as NATS
@@ -211,7 +212,32 @@ class SharedCompiles:
     async def obtain(self, digest: str, compile_fn: Compile) -> tuple[bytes | None, str]:
         """(artifact bytes, "lattice") when another host's artifact is usable, else
         (None, "compiled") after `compile_fn` ran here — holding the lattice's lease, so
-        the other hosts wait for this host's artifact instead of compiling too."""
+        the other hosts wait for this host's artifact instead of compiling too.
+
+        Sharing is an optimisation: when the lattice cannot be asked (a NATS error or
+        timeout, e.g. an edge host's slow uplink, or no JetStream), the host compiles here
+        instead of failing the start. An error of `compile_fn` itself is raised."""
+        ran = False
+
+        async def compile_once() -> bytes:
+            nonlocal ran
+            ran = True
+            return await compile_fn()
+
+        try:
+            return await self._obtain(digest, compile_once)
+        except (nats.errors.Error, TimeoutError, ConnectionError) as exc:
+            if ran:  # from the compile itself (publishing and the lease's release never raise)
+                raise
+            self._log.warning(
+                "could not ask the lattice for a compiled artifact; compiling here",
+                digest=digest,
+                error=str(exc) or type(exc).__name__,
+            )
+            await compile_fn()
+            return None, "compiled"
+
+    async def _obtain(self, digest: str, compile_fn: Compile) -> tuple[bytes | None, str]:
         name = object_name(digest, self.key)
         deadline = time.monotonic() + WAIT_LIMIT
         while True:
