@@ -275,9 +275,7 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
 
     figures = [
         *latency_figures(BENCH, "in-host GET /", in_seq, raw_seq, BASE, "ms"),
-        Figure(
-            BENCH, f"in-host GET / requests/s, {load}", in_tp, "requests/s", "higher", raw_tp, BASE
-        ),
+        *against_plain(load, in_tp, in_tp_cpu),
     ]
     if wt_tp is not None:
         figures.append(
@@ -325,15 +323,6 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
     ]
     return [
         *figures,
-        Figure(
-            BENCH,
-            f"in-host GET / CPU per request, {load}",
-            in_tp_cpu * 1e6,
-            "µs",
-            "lower",
-            raw_tp_cpu * 1e6,
-            BASE,
-        ),
         # the minimal guest: what is left is the host's own cost per request
         *latency_figures(BENCH, "in-host GET / (minimal hello)", min_seq, raw_seq, BASE, "ms"),
         *against_plain(f"{load} (minimal hello)", min_tp, min_tp_cpu),

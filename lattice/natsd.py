@@ -102,13 +102,14 @@ def free_port() -> int:
 
 @dataclass
 class EmbeddedNats:
-    """A nats-server child process with JetStream, stopped by `stop()`."""
+    """A nats-server child process, with JetStream unless told, stopped by `stop()`."""
 
     host: str
     port: int
     store_dir: Path
     log_file: Path
     config_file: Path | None = None  # extra server config (auth, TLS); the flags win
+    jetstream: bool = True  # False: a server whose JetStream requests find no responder
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
     @property
@@ -124,9 +125,7 @@ class EmbeddedNats:
             self.host,
             "-p",
             str(self.port),
-            "-js",
-            "-sd",
-            str(self.store_dir),
+            *(["-js", "-sd", str(self.store_dir)] if self.jetstream else []),
             "-l",
             str(self.log_file),
             *(["-c", str(self.config_file)] if self.config_file else []),

@@ -6,8 +6,8 @@ nats-server without JetStream, so every bucket request fails at once."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import nkeys
@@ -22,25 +22,17 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 @pytest.fixture
-async def nc_without_jetstream() -> AsyncIterator[NATS]:
-    port = natsd.free_port()
-    url = f"nats://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [natsd.find_binary(), "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+async def nc_without_jetstream(tmp_path: Path) -> AsyncIterator[NATS]:
+    server = natsd.EmbeddedNats(
+        "127.0.0.1", natsd.free_port(), tmp_path / "js", tmp_path / "nats.log", jetstream=False
     )
+    await server.start()
     try:
-        for _ in range(200):
-            if await natsd.answers(url, timeout=0.2):
-                break
-            await asyncio.sleep(0.05)
-        nc = await nats.connect(url)
+        nc = await nats.connect(server.url)
         yield nc
         await nc.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        await server.stop()
 
 
 def shared(nc: NATS) -> SharedCompiles:

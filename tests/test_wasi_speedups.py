@@ -210,7 +210,7 @@ async def test_strings_round_trip_through_a_real_component(text: str) -> None:
             await pool.call(export, [b"not a string"])
         assert bad.value.kind == ErrorKind.BAD_ARGUMENT, bad.value
         assert "argument 'msg': expected string" in str(bad.value)
-        assert await pool.call(export, [text]) == text  # the failed lowering freed its values
+        assert await pool.call(export, [text]) == text  # the refused call left it serving
     finally:
         await pool.drain()
         ticker.stop()
