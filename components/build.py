@@ -96,6 +96,8 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "hop": ComponentSpec("hop", "hop-world", (None,), COMPONENTS_DIR / "wit-hop"),
     # the echo interface in hand-written WAT, no language runtime: what a call costs the host
     "echo_min": ComponentSpec("echo_min", "lattice:examples/echo", (None,), language="wat"),
+    # a call as long as its argument asks, no imports: calls on the event loop and their budget
+    "spin_min": ComponentSpec("spin_min", "lattice:examples/spin", (None,), language="wat"),
     # the counter's increment in WAT: keyvalue open + atomics.increment with no runtime
     "counter_min": ComponentSpec(
         "counter_min", "lattice:examples/counter", (None,), language="wat"

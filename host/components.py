@@ -379,7 +379,8 @@ class ComponentManager:
                     self._span_attrs(component_id, msg), export.operation, msg.headers, done
                 )
             try:
-                rc.pool.submit(export, msg.data, done, raw=True, trace=trace)
+                if not rc.pool.run_on_loop(export, msg.data, done, trace):
+                    rc.pool.submit(export, msg.data, done, raw=True, trace=trace)
                 return
             except PoolClosed:
                 continue

@@ -26,6 +26,7 @@ from host.runtime import artifact
 from host.runtime.engine import CompileCache
 from host.runtime.exports import Export, list_exports
 from host.runtime.imports import ImportBridge, bridged_imports
+from host.runtime.nonblocking import never_blocks
 from host.runtime.pool import InstancePool
 from host.wasi import blobstore, outgoing
 from host.wasi.outgoing_link import LinkedOutgoing
@@ -127,7 +128,8 @@ async def load_pool(
             )
         pool = wasi.WasiPool(outgoing=policy, **common)
     else:
-        pool = InstancePool(**common)
+        names = await asyncio.to_thread(lambda: list(compiled.component.type.imports(engine)))
+        pool = InstancePool(**common, loop_safe=never_blocks(names))
     try:
         await asyncio.to_thread(pool.warm_up, 1)
     except InvocationError as exc:
