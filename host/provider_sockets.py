@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,10 @@ from lattice.protocol.local_rpc import (
     socket_path,
 )
 
+RECV_CHUNK = 64 * 1024
+"""What the first read of a reply asks for: a small reply arrives whole in one."""
+CONNECT_TIMEOUT_S = 1.0
+"""A provider whose listen queue is full does not take a connection for this long."""
 RETRY_ABSENT_S = 1.0
 """After a provider's socket was missing or refused, NATS only for this long."""
 
@@ -72,7 +77,7 @@ class ProviderSockets:
         closed before the reply) once the frame was sent: nothing is ever sent twice."""
         req = Request(next(self._ids), operation, headers, data)
         frame = encode_request(req)
-        sock = self._deliver(provider_id, frame)
+        sock = self._deliver(provider_id, frame, timeout)
         if sock is None:
             return None
         try:
@@ -90,7 +95,7 @@ class ProviderSockets:
         self.calls += 1
         return reply
 
-    def _deliver(self, provider_id: str, frame: bytes) -> socket.socket | None:
+    def _deliver(self, provider_id: str, frame: bytes, timeout: float) -> socket.socket | None:
         """The connection `frame` was written to; None when it could not be written.
         A connection the provider closed (it restarted) fails the write, never a read,
         and is replaced once."""
@@ -99,8 +104,9 @@ class ProviderSockets:
             if sock is None:
                 return None
             try:
+                _set_timeout(sock, socket.SO_SNDTIMEO, timeout)
                 sock.sendall(frame)
-            except OSError:
+            except OSError:  # also its send timeout: the frame is incomplete, never read
                 self._drop(provider_id)
                 continue
             return sock
@@ -118,6 +124,7 @@ class ProviderSockets:
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            _set_timeout(sock, socket.SO_SNDTIMEO, CONNECT_TIMEOUT_S)  # bounds a Unix connect
             sock.connect(str(self.path(provider_id)))
         except OSError:  # not started here, or gone: its file is missing or refuses
             sock.close()
@@ -148,31 +155,49 @@ class ProviderSockets:
 
 
 def _receive(sock: socket.socket, deadline: float) -> Reply:
+    """One reply frame, most often in one `recv`: the provider answers one call at a
+    time per connection, so nothing after the frame can be there."""
     try:
-        head = _read(sock, 4, deadline)
-        return decode_reply(_read(sock, frame_length(head), deadline))
+        data = _recv(sock, RECV_CHUNK, deadline)
+        while len(data) < 4:
+            data += _recv(sock, 4 - len(data), deadline)
+        end = 4 + frame_length(bytes(data[:4]))
+        while len(data) < end:
+            data += _recv(sock, end - len(data), deadline)
+        if len(data) > end:
+            raise FrameError(f"{len(data) - end} bytes after the reply")
+        return decode_reply(bytes(data[4:]))
     except FrameError as exc:
         raise LocalCallLost(f"unreadable reply: {exc}") from None
 
 
-def _read(sock: socket.socket, n: int, deadline: float) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        sock.settimeout(left)
-        try:
-            k = sock.recv_into(view[got:])
-        except TimeoutError:
-            raise
-        except ConnectionError:  # reset: it died with our frame unread
-            k = 0
-        except OSError as exc:
-            raise LocalCallLost(f"connection failed: {exc.strerror or exc}") from None
-        if k == 0:
-            raise LocalCallLost("the provider closed the connection before it answered")
-        got += k
-    return bytes(buf)
+def _recv(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """Up to `n` bytes by the deadline, from a socket in blocking mode with a kernel
+    receive timeout (`SO_RCVTIMEO`).
+
+    Why not `settimeout`: a Python socket with a timeout polls before every recv and
+    send, and each of those syscalls hands the GIL over and takes it back. With a wasm
+    thread per seat blocked on its provider, those hand-overs were most of a call's host
+    CPU (`bench provider`, README): two per call instead of six."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    _set_timeout(sock, socket.SO_RCVTIMEO, left)
+    try:
+        chunk = sock.recv(n)
+    except BlockingIOError:  # the receive timeout ran out
+        raise TimeoutError from None
+    except ConnectionError:  # reset: it died with our frame unread
+        chunk = b""
+    except OSError as exc:
+        raise LocalCallLost(f"connection failed: {exc.strerror or exc}") from None
+    if not chunk:
+        raise LocalCallLost("the provider closed the connection before it answered")
+    return chunk
+
+
+def _set_timeout(sock: socket.socket, option: int, seconds: float) -> None:
+    """A kernel send or receive timeout (a `struct timeval`; never 0, which is none)."""
+    whole = int(seconds)
+    micros = max(int((seconds - whole) * 1_000_000), 0 if whole else 1)
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, micros))

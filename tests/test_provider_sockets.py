@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from host.provider_sockets import RETRY_ABSENT_S, LocalCallLost, ProviderSockets
+from host.provider_sockets import RECV_CHUNK, RETRY_ABSENT_S, LocalCallLost, ProviderSockets
 from lattice import codec
 from lattice.client import LatticeClient
 from lattice.protocol.invocation import ERROR_HEADER, LINK_NAME_HEADER, SOURCE_HEADER
@@ -183,6 +183,18 @@ async def test_a_provider_serves_its_socket_as_it_serves_nats(
     t0 = time.monotonic()
     assert await kv(sockets, "get", "", "greeting") is None
     assert time.monotonic() - t0 < 1
+    sockets.close()
+
+
+async def test_a_reply_larger_than_one_read_arrives_whole(
+    memkv: ProviderProcess, sock_dir: Path
+) -> None:
+    sockets = ProviderSockets(sock_dir)
+    big = bytes(range(256)) * (3 * RECV_CHUNK // 256 + 7)  # several reads, an odd tail
+    assert ok(await kv(sockets, "set", "", "big", big)) == {"ok": None}
+    for _ in range(3):  # the same connection keeps its frames apart
+        assert ok(await kv(sockets, "get", "", "big")) == {"ok": big}
+        assert ok(await kv(sockets, "exists", "", "big")) == {"ok": True}
     sockets.close()
 
 
