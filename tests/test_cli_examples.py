@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from lattice import natsd
@@ -97,6 +98,15 @@ FOLLOWERS = {
     "lattice up": "host started",
     "lattice up --label zone=east --nats-url nats://10.0.0.5:4222": "host started",
 }
+
+
+def connected(pid: int) -> bool:
+    """Whether process `pid` holds an established TCP connection (to NATS, here)."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_ESTABLISHED for c in conns)
 
 
 def test_the_scenario_holds_every_example() -> None:
@@ -195,7 +205,9 @@ def test_every_example_runs(
         try:
             start = time.monotonic()
             while time.monotonic() - start < 60:
-                if time.monotonic() - start > 2 and expect in shown():
+                # nothing to wait for: until it has connected (it is past its start-up)
+                ready = expect in shown() if expect else connected(proc.pid)
+                if time.monotonic() - start > 2 and ready:
                     break
                 assert proc.poll() is None, f"{example} exited early: {''.join(logged)}"
                 if poke:

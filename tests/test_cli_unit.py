@@ -294,3 +294,31 @@ def test_start_provider_help_names_every_builtin() -> None:
     help_text = next(p.help for p in cmd.params if p.name == "ref") or ""
     for name in BUILTIN:
         assert name in help_text, f"builtin://{name} missing from `lattice start provider --help`"
+
+
+@pytest.mark.parametrize("after", [0.2, 0.5, 0.9, 1.4])
+def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(after: float) -> None:
+    """Wherever start-up is when it comes (imports, the command tree, connecting)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lattice import natsd
+
+    url = f"nats://127.0.0.1:{natsd.free_port()}"  # nobody listens: it keeps retrying
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lattice", "events", "--nats-url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    # interrupted: 130, or the signal's own exit status when it lands where Python has
+    # no handler (its start or its finalization); or done already with the error named
+    assert proc.returncode in (130, -signal.SIGINT) or (
+        proc.returncode == 1 and "cannot reach NATS" in err
+    ), (proc.returncode, err)

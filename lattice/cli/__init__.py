@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("LATTICE_DEBUG", "") not in ("", "0")
     if "--debug" in args and args.index("--debug") > 0:
         args.remove("--debug")  # accepted after any command, too
-    code = run_main(args, debug)
+    try:
+        code = run_main(args, debug)
+    except KeyboardInterrupt:  # while the command tree is built, before a command runs
+        code = 130
     sys.exit(code)
 
 
