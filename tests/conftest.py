@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -23,6 +24,9 @@ from nats.aio.client import Client as NATS
 
 from host.config import HostConfig, Limits
 from host.host import Host
+from host.runtime.engine import CompileCache, EpochTicker, new_engine
+from host.runtime.loader import load_pool
+from host.runtime.pool import InstancePool
 from lattice import natsd
 from lattice.client import LatticeClient
 
@@ -110,6 +114,34 @@ def built() -> dict[str, Path]:
     }
     precompile(*paths.values())
     return paths
+
+
+@pytest.fixture
+async def load(built: dict[str, Path]) -> AsyncIterator[Any]:
+    """`await load(path, count=4, limits=None)`: an instance pool in this process (a real
+    engine and epoch ticker, no NATS), drained when the test ends."""
+    engine = new_engine()
+    ticker = EpochTicker(engine)
+    ticker.start()
+    cache = CompileCache(engine, CACHE / "test-host" / "cache")
+    pools: list[InstancePool] = []
+
+    async def loader(path: Path, count: int = 4, limits: Limits | None = None) -> InstancePool:
+        pool, _ = await load_pool(
+            component_id=path.stem,
+            ref=path.as_uri(),
+            engine=engine,
+            cache=cache,
+            limits=limits or Limits(),
+            max_instances=count,
+        )
+        pools.append(pool)
+        return pool
+
+    yield loader
+    for pool in pools:
+        await pool.drain()
+    ticker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,45 +7,15 @@ In process (no NATS): a pool of the minimal echo and one of the runaway componen
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from components.build import build
 from host.config import Limits
-from host.runtime.engine import CompileCache, EpochTicker, new_engine
-from host.runtime.loader import load_pool
 from host.runtime.pool import EAGER_WORKERS, IDLE_EXIT, InstancePool
 from lattice import codec
 from lattice.protocol.invocation import InvocationError
-from tests.conftest import CACHE
-
-
-@pytest.fixture
-async def load(built: dict[str, Path]) -> AsyncIterator:
-    engine = new_engine()
-    ticker = EpochTicker(engine)
-    ticker.start()
-    cache = CompileCache(engine, CACHE / "test-host" / "cache")
-    pools: list[InstancePool] = []
-
-    async def loader(path: Path, count: int, limits: Limits | None = None) -> InstancePool:
-        pool, _ = await load_pool(
-            component_id=path.stem,
-            ref=path.as_uri(),
-            engine=engine,
-            cache=cache,
-            limits=limits or Limits(),
-            max_instances=count,
-        )
-        pools.append(pool)
-        return pool
-
-    yield loader
-    for pool in pools:
-        await pool.drain()
-    ticker.stop()
 
 
 async def settles(pool: InstancePool, workers: int, within: float = IDLE_EXIT * 5) -> None:

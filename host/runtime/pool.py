@@ -92,9 +92,9 @@ STUCK_AFTER = 0.002  # CPU seconds a call burns before it counts as stuck
 SLOW_CALL = 0.05  # seconds out in one call that count as stuck without burning CPU
 IDLE_EXIT = 1.0  # seconds a surplus worker waits for work before it leaves
 RUNAWAY_NICE = 19  # a worker's nice once a call of its was stopped by a limit
-LOOP_CALL_S = 50e-6  # a guest call this short costs less than the thread hand-off it skips
-LOOP_PROVEN = 16  # an export's credit of short calls before its calls run on the loop
-LOOP_LONG_COST = 8  # the credit one longer call takes away (noise costs little, a trend all)
+LOOP_CALL_S = 50e-6  # calls this short on average cost less than the thread hand-off
+LOOP_PROVEN = 16  # calls of an export measured before its calls may run on the loop
+LOOP_WEIGHT = 0.1  # a call's weight in its export's moving average of call times
 LOOP_BUDGET_MS = 10  # a loop call's own deadline; past it the call runs again on a worker
 
 log = structlog.get_logger("lattice.pool")
@@ -211,9 +211,9 @@ class InstancePool:
         self.closed = False
         # its calls never wait (host/runtime/nonblocking.py): short ones may run on the loop
         self.loop_safe = loop_safe
-        # export -> its short calls in a row (`run_on_loop`); written by any thread
-        # under the GIL, and a lost update only delays or hastens a switch by a call
-        self._short: dict[str, int] = {}
+        # export -> (calls measured, moving average of their times) for `run_on_loop`;
+        # written by any thread under the GIL: a lost update only shifts a switch a call
+        self._speed: dict[str, tuple[int, float]] = {}
         self.instantiated = 0
         self.discarded = 0
         self._indices = {op: self._export_index(e) for op, e in exports.items()}
@@ -430,7 +430,7 @@ class InstancePool:
         returning True; or return False, and the caller `submit`s it to the workers.
 
         Only a component whose calls never wait (`loop_safe`), only an export whose
-        calls have proven short (`_credit`), and only on a warm idle instance (the loop
+        calls have proven short (`_measured`), and only on a warm idle instance (the loop
         never instantiates). Calls queued meanwhile still go to the workers. For such a
         call the hand-off to a worker and back (two thread wake-ups, two GIL hand-overs)
         cost more than the call: `bench invoke` on the minimal echo measured the host's
@@ -440,7 +440,7 @@ class InstancePool:
         instance); the export proves itself again before its calls come back here.
         """
         op = export.operation
-        if self._short.get(op, 0) < LOOP_PROVEN:
+        if not self.fits_loop(op):
             return False
         with self._cv:
             if self.closed or self._stopping or not self._idle:
@@ -462,11 +462,16 @@ class InstancePool:
             _worker_pool.budget = False
             self._leave_seat()
         if over:
-            self._short[op] = 0
+            self._speed.pop(op, None)  # the worker's run of it is the first measured again
             self.submit(export, body, done, raw=True, trace=trace)
         else:
             done(result, error)
         return True
+
+    def fits_loop(self, operation: str) -> bool:
+        """Whether `operation`'s calls have proven short enough for the loop (`_measured`)."""
+        calls, average = self._speed.get(operation, (0, 0.0))
+        return calls >= LOOP_PROVEN and average <= LOOP_CALL_S
 
     def _leave_seat(self) -> None:
         """An inline or loop call is over: wake a worker waiting for its seat, and
@@ -624,7 +629,7 @@ class InstancePool:
         except (TypeError, ValueError) as exc:  # wasmtime-py refusing a lowered value
             raise InvocationError(ErrorKind.BAD_ARGUMENT, f"{export.operation}: {exc}") from None
         if self.loop_safe:
-            self._credit(export.operation, time.perf_counter() - started)
+            self._measured(export.operation, time.perf_counter() - started)
         slot.calls += 1
         try:
             return codec.lower_result(export.sig, value)
@@ -633,16 +638,16 @@ class InstancePool:
                 ErrorKind.INTERNAL, f"{export.operation}: result cannot be encoded: {exc}"
             ) from None
 
-    def _credit(self, op: str, elapsed: float) -> None:
-        """Count a finished call towards (or against) its export running on the loop: a
-        short one adds one, up to twice `LOOP_PROVEN`; a longer one takes away
-        `LOOP_LONG_COST`, so a rare outlier (a preempted thread on a busy machine) keeps
-        the export there and a run of long calls sends it back to the workers."""
-        credit = self._short.get(op, 0)
-        if elapsed <= LOOP_CALL_S:
-            self._short[op] = min(credit + 1, 2 * LOOP_PROVEN)
-        else:
-            self._short[op] = max(credit - LOOP_LONG_COST, 0)
+    def _measured(self, op: str, elapsed: float) -> None:
+        """Add a finished call to its export's moving average (`LOOP_WEIGHT`), each
+        call counted as at most `4 * LOOP_CALL_S`: one outlier (a first call on a
+        thread, a preempted one on a busy machine) cannot take the export off the loop,
+        two or more long calls in a row do. A call stopped by the loop's budget resets
+        the average, and its run on a worker is the first call measured again."""
+        elapsed = min(elapsed, 4 * LOOP_CALL_S)
+        calls, average = self._speed.get(op, (0, 0.0))
+        average = elapsed if calls == 0 else average + LOOP_WEIGHT * (elapsed - average)
+        self._speed[op] = (calls + 1, average)
 
     def _over_budget(self, exc: Exception) -> bool:
         """A call on the loop stopped by `LOOP_BUDGET_MS`, not by its own deadline."""
