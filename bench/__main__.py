@@ -19,6 +19,7 @@ BENCHES = {
     "neighbour": "bench.neighbour",  # a neighbour's latency while runaways are stopped
     "all": "bench.all",  # invoke + provider + http: one table, one .bench-results/ record
     "compare": "bench.compare",  # two records: ratio of every figure, flags beyond ±10 %
+    "ab": "bench.ab",  # this checkout and a commit at once, in alternating blocks
 }
 
 

@@ -130,3 +130,20 @@ def test_latency_figures_keep_the_names_earlier_runs_used() -> None:
         ("GET / p99, one at a time", 4.0, 1.0),
     ]
     assert all(f.better == "lower" and f.unit == "ms" for f in got)
+
+
+def test_bench_ab_flips_who_goes_first_and_takes_medians_against_the_base() -> None:
+    from bench.ab import block_order, figures
+
+    assert block_order(["base", "new"], 0) == ["base", "new"]
+    assert block_order(["base", "new"], 1) == ["new", "base"]
+    samples = {
+        "main": {"calls/s": [10.0, 30.0, 20.0], "CPU": [50.0, 40.0, 60.0], "p50": []},
+        "this checkout": {"calls/s": [15.0, 25.0, 35.0], "CPU": [30.0, 20.0, 40.0], "p50": []},
+    }
+    got = {f.name: f for f in figures("invoke", "echo_min", samples, "main", "this checkout")}
+    rate = got["invoke calls/s, in flight (echo_min), alternating blocks"]
+    assert (rate.value, rate.baseline, rate.baseline_label) == (25.0, 20.0, "main")
+    cpu = got["invoke host CPU per call, in flight (echo_min), alternating blocks"]
+    assert (cpu.value, cpu.baseline, cpu.better, cpu.unit) == (30.0, 50.0, "lower", "µs")
+    assert len(got) == 2  # no p50 blocks: no p50 figure
