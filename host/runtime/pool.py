@@ -45,8 +45,8 @@ Calls on the event loop (`run_on_loop`): for a component whose imports can never
 with no thread hop: the hop cost more than such a call. A loop call gets its own
 deadline, `LOOP_BUDGET_MS`; past it the call is stopped and runs again on a worker (it
 did nothing outside its instance), and the export must prove itself again. So the loop
-is never held longer than that budget, and a component that only sometimes runs long
-costs the loop one budget now and then.
+is never held much longer than that budget (an epoch tick, 10 ms, at most), and a
+component that only sometimes runs long costs the loop one budget now and then.
 
 A worker whose call was stopped by a limit (its deadline or its memory cap) after
 burning CPU for a quarter of it or more runs from then on at `RUNAWAY_NICE` (Linux threads
@@ -642,8 +642,9 @@ class InstancePool:
         """Add a finished call to its export's moving average (`LOOP_WEIGHT`), each
         call counted as at most `4 * LOOP_CALL_S`: one outlier (a first call on a
         thread, a preempted one on a busy machine) cannot take the export off the loop,
-        two or more long calls in a row do. A call stopped by the loop's budget resets
-        the average, and its run on a worker is the first call measured again."""
+        a few long calls in a row do (three, after calls of a few microseconds). A call
+        stopped by the loop's budget resets the average, and its run on a worker is the
+        first call measured again."""
         elapsed = min(elapsed, 4 * LOOP_CALL_S)
         calls, average = self._speed.get(op, (0, 0.0))
         average = elapsed if calls == 0 else average + LOOP_WEIGHT * (elapsed - average)
