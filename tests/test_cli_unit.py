@@ -296,9 +296,11 @@ def test_start_provider_help_names_every_builtin() -> None:
         assert name in help_text, f"builtin://{name} missing from `lattice start provider --help`"
 
 
+@pytest.mark.parametrize("entry", ["python -m lattice", "console script"])
 @pytest.mark.parametrize("after", [0.2, 0.5, 0.9, 1.4])
-def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(after: float) -> None:
-    """Wherever start-up is when it comes (imports, the command tree, connecting)."""
+def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(after: float, entry: str) -> None:
+    """Wherever start-up is when it comes (imports, the command tree, connecting), and
+    whichever way it was started."""
     import signal
     import subprocess
     import sys
@@ -306,9 +308,16 @@ def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(after: float) 
 
     from lattice import natsd
 
+    if entry == "console script":
+        script = Path(sys.executable).parent / "lattice"
+        if not script.exists():
+            pytest.skip("no `lattice` script next to this interpreter (not pip-installed)")
+        cmd = [str(script)]
+    else:
+        cmd = [sys.executable, "-m", "lattice"]
     url = f"nats://127.0.0.1:{natsd.free_port()}"  # nobody listens: it keeps retrying
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lattice", "events", "--nats-url", url],
+        [*cmd, "events", "--nats-url", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
