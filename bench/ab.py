@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-import psutil
-
 from bench.harness import Cluster
-from bench.invoke import concurrent, sequential
+from bench.invoke import CpuMeter, concurrent, sequential
 from bench.results import Figure
 
 BENCH = "ab"
@@ -90,70 +86,32 @@ def figures(
 @contextlib.contextmanager
 def worktree(rev: str) -> Iterator[Path]:
     """REV checked out beside this one, with this checkout's built components."""
-    here = HERE
     parent = Path(tempfile.mkdtemp(prefix="lattice-ab-"))
     path = parent / "tree"
     run = subprocess.run(
-        ["git", "-C", str(here), "worktree", "add", "--detach", str(path), rev],
+        ["git", "-C", str(HERE), "worktree", "add", "--detach", str(path), rev],
         capture_output=True,
         text=True,
     )
     if run.returncode != 0:
         raise SystemExit(f"bench ab: cannot check out {rev!r}: {run.stderr.strip()}")
     try:
-        if (here / ".cache").is_dir():
-            (path / ".cache").symlink_to(here / ".cache")
+        if (HERE / ".cache").is_dir():
+            (path / ".cache").symlink_to(HERE / ".cache")
         yield path
     finally:
         subprocess.run(
-            ["git", "-C", str(here), "worktree", "remove", "--force", str(path)],
+            ["git", "-C", str(HERE), "worktree", "remove", "--force", str(path)],
             capture_output=True,
         )
         shutil.rmtree(parent, ignore_errors=True)
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    """A host's CPU, its worker processes' included (`host.worker`), not its providers'."""
-    total = 0.0
-    for p in [proc, *proc.children()]:
-        with contextlib.suppress(psutil.Error):
-            if p is proc or "host.worker" in p.cmdline():
-                t = p.cpu_times()
-                total += t.user + t.system
-    return total
-
-
-async def start_host(cluster: Cluster, tree: Path, name: str, workers: int) -> tuple[str, int]:
-    """`lattice up` from `tree`; its id and pid."""
-    client = await cluster.client()
-    try:
-        known = {h.id for h in await client.hosts(wait=0.3)}
-        argv = ["lattice", "up", "--nats-url", cluster.url, "--lattice", cluster.lattice]
-        argv += ["--data-dir", str(cluster.tmp / name), "--log-level", "warning"]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *argv, "--workers", str(workers)],
-            cwd=tree,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-        )
-        cluster.procs.append(proc)
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise SystemExit(f"bench ab: the {name} host exited during start-up")
-            fresh = [h.id for h in await client.hosts(wait=0.3) if h.id not in known]
-            if fresh:
-                return fresh[0], proc.pid
-            await asyncio.sleep(0.1)
-    finally:
-        await client.close()
-    raise SystemExit(f"bench ab: the {name} host did not answer within 30 s")
 
 
 async def measure(args: argparse.Namespace) -> list[Figure]:
     from components.build import build
     from tests.servers import RedisServer
 
-    here = HERE
-    base, new = f"{args.base}", "this checkout"
+    base, new = args.base, "this checkout"
     guest = "counter_min" if args.what == "provider" else args.guest
     wasm = build(guest, "v1" if guest == "echo" else None)
     with worktree(args.base) as base_tree:
@@ -165,12 +123,14 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
             )
             client = await cluster.client()
             calls: dict[str, Callable[[], Awaitable[object]]] = {}
-            procs: dict[str, psutil.Process] = {}
+            meters: dict[str, CpuMeter] = {}
             try:
-                for name, tree in ((base, base_tree), (new, here)):
+                for name, tree in ((base, base_tree), (new, None)):
                     tag = "base" if name == base else "new"
-                    host_id, pid = await start_host(cluster, tree, tag, args.workers)
-                    procs[name] = psutil.Process(pid)
+                    workers = ("--workers", str(args.workers))
+                    host_id = await cluster.host(*workers, data_dir=tag, tree=tree)
+                    # the host and its workers; not its provider (bench provider alike)
+                    meters[name] = CpuMeter(cluster.procs[-1].pid, tree=True)
                     cid = f"{guest.replace('_', '-')}-{tag}"
                     await client.scale_component(host_id, wasm.as_uri(), cid, 16)
                     if redis is not None:
@@ -197,11 +157,11 @@ async def measure(args: argparse.Namespace) -> list[Figure]:
                 samples = {n: {"calls/s": [], "CPU": [], "p50": []} for n in calls}
                 for r in range(args.rounds):
                     for name in block_order(list(calls), r):
-                        fn, proc = calls[name], procs[name]
+                        fn, meter = calls[name], meters[name]
                         await concurrent(fn, args.total // 10, args.inflight)  # warm
-                        before = cpu_seconds(proc)
+                        meter.start()
                         rate = await concurrent(fn, args.total, args.inflight)
-                        cpu = (cpu_seconds(proc) - before) / args.total * 1e6
+                        cpu = meter.per_call(args.total) * 1e6
                         seq = sorted(await sequential(fn, args.calls))
                         samples[name]["calls/s"].append(rate)
                         samples[name]["CPU"].append(cpu)

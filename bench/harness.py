@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,18 +48,25 @@ class Cluster:
                 p.wait(timeout=30)
         await self.server.stop()
 
-    def spawn(self, *args: str, wait_for_ready: bool = False) -> subprocess.Popen[bytes]:
-        """`python -m ARGS`; with `wait_for_ready`, until it prints a line saying ready."""
+    def spawn(
+        self, *args: str, wait_for_ready: bool = False, tree: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`python -m ARGS`; with `wait_for_ready`, until it prints a line saying ready;
+        with `tree`, the code of that checkout (`bench ab`: another commit's)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", *args],
             stdout=subprocess.PIPE if wait_for_ready else None,
+            cwd=tree,
+            env=None if tree is None else {**os.environ, "PYTHONPATH": str(tree)},
         )
         self.procs.append(proc)
         if wait_for_ready:
             assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         return proc
 
-    def start_host(self, *extra: str, data_dir: str = "host") -> subprocess.Popen[bytes]:
+    def start_host(
+        self, *extra: str, data_dir: str = "host", tree: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         return self.spawn(
             "lattice",
             "up",
@@ -73,11 +81,12 @@ class Cluster:
             "--workers",  # one process unless a bench asks for more (a later flag wins)
             "1",
             *extra,
+            tree=tree,
         )
 
-    async def host(self, *extra: str, data_dir: str = "host") -> str:
+    async def host(self, *extra: str, data_dir: str = "host", tree: Path | None = None) -> str:
         """Start a host and wait until it answers; returns its id."""
-        proc = self.start_host(*extra, data_dir=data_dir)
+        proc = self.start_host(*extra, data_dir=data_dir, tree=tree)
         client = await LatticeClient.connect(self.url, self.lattice)
         try:
             known = {h.id for h in await client.hosts(wait=0.3)}

@@ -70,12 +70,15 @@ async def concurrent(fn: Callable[[], Awaitable[object]], total: int, inflight: 
 
 def cpu_seconds(proc: psutil.Process, tree: bool = False) -> float:
     """User + system CPU time of a process and its threads so far; with `tree`, of its
-    child processes too (a host's `--workers`)."""
+    worker processes too (a host's `--workers`, `python -m host.worker`), never of the
+    providers it started."""
     t = proc.cpu_times()
     total = t.user + t.system
     if tree:
-        for child in proc.children(recursive=True):
+        for child in proc.children():
             try:
+                if "host.worker" not in child.cmdline():
+                    continue
                 c = child.cpu_times()
             except psutil.NoSuchProcess:
                 continue
