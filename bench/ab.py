@@ -39,12 +39,22 @@ INCREMENT = "lattice:examples/counter.increment"
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench ab")
     ap.add_argument("base", metavar="REV", help="the commit to compare with, e.g. main or a sha")
-    ap.add_argument("--what", choices=("invoke", "provider"), default="invoke")
-    ap.add_argument("--guest", choices=("echo_min", "echo"), default="echo_min")
+    ap.add_argument(
+        "--what",
+        choices=("invoke", "provider"),
+        default="invoke",
+        help="echo calls, or counter increments through each host's keyvalue-redis provider",
+    )
+    ap.add_argument(
+        "--guest",
+        choices=("echo_min", "echo"),
+        default="echo_min",
+        help="with --what invoke: the WAT echo or the componentize-py one",
+    )
     ap.add_argument("--workers", type=int, default=1, help="--workers of both hosts")
     ap.add_argument("--rounds", type=int, default=6, help="blocks per commit")
     ap.add_argument("--total", type=int, default=10_000, help="calls in an in-flight block")
-    ap.add_argument("--inflight", type=int, default=100)
+    ap.add_argument("--inflight", type=int, default=100, help="calls in flight in those blocks")
     ap.add_argument("--calls", type=int, default=500, help="calls in a one-at-a-time block")
     return ap
 
