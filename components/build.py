@@ -106,6 +106,10 @@ COMPONENTS: dict[str, ComponentSpec] = {
     "hello_min": ComponentSpec(
         "hello_min", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR, language="wat-core"
     ),
+    # GET / after ~0.1-0.5 s of spinning: HTTP exchanges on the loop past its budget
+    "spin_http_min": ComponentSpec(
+        "spin_http_min", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR, language="wat-core"
+    ),
     # the standard WASI 0.2 HTTP world, served by the host's Python WASI layer (host/wasi)
     "hello_http": ComponentSpec("hello_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),
     "fetch_http": ComponentSpec("fetch_http", "wasi:http/proxy@0.2.12", (None,), PROXY_WIT_DIR),

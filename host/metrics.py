@@ -19,6 +19,7 @@ Metric names (also in docs/operations.md):
   lattice_host_link_calls_total{source,link_name,target,function}
   lattice_host_link_call_errors_total{source,link_name,target,function,kind}
   lattice_host_instances_active / _warm / _max{component}
+  lattice_host_loop_runs_total / _stops_total{component}
   lattice_host_compile_cache_total{result,source}
   lattice_host_provider_healthy{provider}, lattice_host_provider_restarts_total{provider}
   lattice_host_nats_connected, lattice_host_nats_reconnects_total
@@ -193,13 +194,26 @@ class HostMetrics:
         cap = GaugeMetricFamily(
             "lattice_host_instances_max", "max_instances (the scale count)", labels=["component"]
         )
+        loop_runs = CounterMetricFamily(
+            "lattice_host_loop_runs",
+            "Calls and HTTP exchanges run on the event loop (short ones that cannot wait)",
+            labels=["component"],
+        )
+        loop_stops = CounterMetricFamily(
+            "lattice_host_loop_stops",
+            "Of those, stopped there (past the loop's budget, or about to wait) and run "
+            "again on a worker",
+            labels=["component"],
+        )
         components = getattr(self.host, "components", None)
         for cid, rc in list(getattr(components, "running", {}).items()):
             pool = rc.pool
             active.add_metric([cid], min(pool.in_flight, pool.max_instances))
             warm.add_metric([cid], pool.warm)
             cap.add_metric([cid], pool.max_instances)
-        yield from (active, warm, cap)
+            loop_runs.add_metric([cid], pool.loop_runs)
+            loop_stops.add_metric([cid], pool.loop_stops)
+        yield from (active, warm, cap, loop_runs, loop_stops)
 
     def _cache(self) -> Iterator[Metric]:
         fam = CounterMetricFamily(

@@ -137,6 +137,9 @@ async def test_host_livez_readyz_and_metrics_after_calls(
     )
     assert sample(text, "lattice_host_instances_max", component="echo") == 2
     assert sample(text, "lattice_host_instances_warm", component="echo") is not None
+    # componentize-py's echo imports poll, files and sockets: never on the event loop
+    assert sample(text, "lattice_host_loop_runs_total", component="echo") == 0
+    assert sample(text, "lattice_host_loop_stops_total", component="echo") == 0
     assert sample(text, "lattice_host_compile_cache_total", result="hit") is not None
     assert sample(text, "lattice_host_nats_connected") == 1
     assert sample(text, "lattice_host_nats_reconnects_total") == 0

@@ -26,7 +26,7 @@ from host.runtime import artifact
 from host.runtime.engine import CompileCache
 from host.runtime.exports import Export, list_exports
 from host.runtime.imports import ImportBridge, bridged_imports
-from host.runtime.nonblocking import never_blocks
+from host.runtime.nonblocking import never_blocks, serves_without_waiting
 from host.runtime.pool import InstancePool
 from host.wasi import blobstore, outgoing
 from host.wasi.outgoing_link import LinkedOutgoing
@@ -108,6 +108,7 @@ async def load_pool(
         "limits": limits,
         "max_instances": max_instances,
     }
+    names = await asyncio.to_thread(lambda: list(compiled.component.type.imports(engine)))
     pool: InstancePool
     if host_wasi:
         # outgoing HTTP only to the hosts the component's policy allows (read per request)
@@ -126,9 +127,10 @@ async def load_pool(
                 fetch_link=bridge.fetch_link,
                 egress=outgoing.policy_egress(lambda: config(component_id)),
             )
-        pool = wasi.WasiPool(outgoing=policy, **common)
+        pool = wasi.WasiPool(
+            outgoing=policy, loop_exchanges=serves_without_waiting(names), **common
+        )
     else:
-        names = await asyncio.to_thread(lambda: list(compiled.component.type.imports(engine)))
         pool = InstancePool(**common, loop_safe=never_blocks(names))
     try:
         await asyncio.to_thread(pool.warm_up, 1)

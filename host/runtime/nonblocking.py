@@ -31,7 +31,22 @@ in the list. Not `wasi:clocks/monotonic-clock` and `wasi:io/poll`: a clock's pol
 exists to be waited on."""
 
 
+SERVES_ON_LOOP = (*NEVER_WAITS, "wasi:http/types")
+"""What a component may import for its HTTP exchanges to run on the loop
+(`WasiPool.serve_on_loop`). `wasi:http/types` waits only on the exchange's own body
+pipes, and only for a request with no body, whose response fits the response pipe: a
+wait that would come fails at once on the loop (`WasiState.on_loop`) and the exchange
+runs again on a worker. That is safe because nothing outside the instance happened: the
+response went nowhere yet, and without `wasi:http/outgoing-handler` no request left."""
+
+
 def never_blocks(imports: Iterable[str]) -> bool:
     """Whether a component importing `imports` (versioned interface names) can run on
     the event loop: each one is in `NEVER_WAITS`."""
     return all(name.startswith(NEVER_WAITS) for name in imports)
+
+
+def serves_without_waiting(imports: Iterable[str]) -> bool:
+    """Whether a component importing `imports` may serve HTTP exchanges on the event
+    loop: each one is in `SERVES_ON_LOOP`."""
+    return all(name.startswith(SERVES_ON_LOOP) for name in imports)

@@ -157,7 +157,7 @@ class PoolClosed(Exception):
     """The pool is draining; the caller should use the component's current pool."""
 
 
-class _OverBudget(Exception):
+class OverBudget(Exception):
     """A call on the event loop ran past `LOOP_BUDGET_MS`: it runs again on a worker."""
 
 
@@ -216,6 +216,10 @@ class InstancePool:
         self._speed: dict[str, tuple[int, float]] = {}
         self.instantiated = 0
         self.discarded = 0
+        # calls and exchanges run on the event loop; those stopped there to run again on
+        # a worker (the budget, or a wait): lattice_host_loop_runs/_stops_total
+        self.loop_runs = 0
+        self.loop_stops = 0
         self._indices = {op: self._export_index(e) for op, e in exports.items()}
         self._log = log.bind(component_id=component_id)
         # shared with worker threads, guarded by _cv
@@ -440,33 +444,52 @@ class InstancePool:
         instance); the export proves itself again before its calls come back here.
         """
         op = export.operation
-        if not self.fits_loop(op):
+        slot = self.loop_seat(op)
+        if slot is None:
             return False
-        with self._cv:
-            if self.closed or self._stopping or not self._idle:
-                return False
-            if len(self._busy_since) + self._inline >= self.max_instances:
-                return False
-            slot = self._idle.pop()
-            self._inline += 1  # a seat, as an inline call takes one
         over = False
-        saved = getattr(_worker_pool, "trace", None), getattr(_worker_pool, "cap_ms", None)
-        _worker_pool.trace, _worker_pool.cap_ms = trace, LOOP_BUDGET_MS
-        _worker_pool.budget = True
-        try:
-            result, error = self._run(Work(export, body, True, done, trace), slot)
-        except _OverBudget:
-            result, error, over = None, None, True
-        finally:
-            _worker_pool.trace, _worker_pool.cap_ms = saved
-            _worker_pool.budget = False
-            self._leave_seat()
+        with self.on_loop(trace):
+            try:
+                result, error = self._run(Work(export, body, True, done, trace), slot)
+            except OverBudget:
+                result, error, over = None, None, True
+        self.loop_runs += 1
         if over:
+            self.loop_stops += 1
             self._speed.pop(op, None)  # the worker's run of it is the first measured again
             self.submit(export, body, done, raw=True, trace=trace)
         else:
             done(result, error)
         return True
+
+    def loop_seat(self, operation: str) -> Slot | None:
+        """A warm idle instance and a seat for a call of `operation` on the event loop,
+        or None when it does not qualify (`fits_loop`) or none is free now. The caller
+        runs the call inside `on_loop`, which gives the seat back."""
+        return self._loop_seat() if self.fits_loop(operation) else None
+
+    def _loop_seat(self) -> Slot | None:
+        with self._cv:
+            if self.closed or self._stopping or not self._idle:
+                return None
+            if len(self._busy_since) + self._inline >= self.max_instances:
+                return None
+            self._inline += 1  # a seat, as an inline call takes one
+            return self._idle.pop()
+
+    @contextlib.contextmanager
+    def on_loop(self, trace: Any = None) -> Iterator[None]:
+        """Around a call on the loop (after `loop_seat`): its deadline is
+        `LOOP_BUDGET_MS`, a stop there raises `OverBudget`, and the seat is given back."""
+        saved = getattr(_worker_pool, "trace", None), getattr(_worker_pool, "cap_ms", None)
+        _worker_pool.trace, _worker_pool.cap_ms = trace, LOOP_BUDGET_MS
+        _worker_pool.budget = True
+        try:
+            yield
+        finally:
+            _worker_pool.trace, _worker_pool.cap_ms = saved
+            _worker_pool.budget = False
+            self._leave_seat()
 
     def fits_loop(self, operation: str) -> bool:
         """Whether `operation`'s calls have proven short enough for the loop (`_measured`)."""
@@ -555,7 +578,7 @@ class InstancePool:
             return (codec.pack(value) if work.raw else value), None
         except InvocationError as exc:
             return None, exc
-        except _OverBudget:
+        except OverBudget:
             raise
         except Exception as exc:  # a host bug must still answer the caller
             self._log.exception("call failed inside the host", operation=op)
@@ -624,7 +647,7 @@ class InstancePool:
             value = func.call(slot.store, *args)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             if self._over_budget(exc):
-                raise _OverBudget from None
+                raise OverBudget from None
             raise self._classify(exc, slot, export, time.perf_counter() - started) from None
         except (TypeError, ValueError) as exc:  # wasmtime-py refusing a lowered value
             raise InvocationError(ErrorKind.BAD_ARGUMENT, f"{export.operation}: {exc}") from None

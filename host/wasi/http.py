@@ -923,18 +923,37 @@ async def serve_request(
     request at all (e.g. `PoolClosed`, `InvocationError` when overloaded).
     """
     hdrs, authority = _request_headers_and_authority(headers, authority)
-    source, feed = _request_source(body)
-    request = IncomingRequest(method, path_with_query, scheme, authority, hdrs, source)
-    exchange = Exchange(request)
-    feeder = asyncio.ensure_future(feed()) if feed is not None else None
+    sources: list[ByteSource] = []
+    feeder: asyncio.Future[None] | None = None
+    exchange: Exchange | None = None
+
+    def new_exchange() -> Exchange:
+        nonlocal feeder
+        source, feed = _request_source(body)
+        sources.append(source)
+        if feed is not None:
+            feeder = asyncio.ensure_future(feed())
+        return Exchange(IncomingRequest(method, path_with_query, scheme, authority, hdrs, source))
+
     try:
-        target.start_exchange(exchange)
-        head = await asyncio.wrap_future(exchange.head)
+        on_loop = getattr(target, "serve_on_loop", None)
+        if on_loop is not None and (body is None or isinstance(body, bytes | bytearray)):
+            # a request held whole can be made again: for its run on a worker after a stop
+            exchange = on_loop(new_exchange)
+        if exchange is None:
+            exchange = new_exchange()
+            target.start_exchange(exchange)
+        if exchange.head.done():  # served on the loop
+            head = exchange.head.result()
+        else:
+            head = await asyncio.wrap_future(exchange.head)
     except BaseException:
-        source.close_reader()
+        for source in sources:
+            source.close_reader()
         if feeder is not None:
             feeder.cancel()
-        exchange.head.add_done_callback(_abandon)
+        if exchange is not None:
+            exchange.head.add_done_callback(_abandon)
         raise
     return HttpResponse(head.status, head.headers, _stream(head.body, feeder))
 

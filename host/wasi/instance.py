@@ -36,7 +36,7 @@ from host.runtime import traps
 from host.runtime.call import BoundFunc
 from host.runtime.engine import deadline_ticks
 from host.runtime.exports import Export
-from host.runtime.pool import INSTANTIATE_TIMEOUT_MS, InstancePool, Slot, Work
+from host.runtime.pool import INSTANTIATE_TIMEOUT_MS, InstancePool, OverBudget, Slot, Work
 from host.wasi.http import Exchange, handler_export, last_line, run_handler
 from host.wasi.layer import new_linker
 from host.wasi.state import LineLogger, OutputHandler, WasiState, new_store, state_of
@@ -45,6 +45,14 @@ from lattice.protocol.invocation import ErrorKind, InvocationError
 log = structlog.get_logger("lattice.wasi")
 
 HANDLER_OPERATION = "wasi:http/incoming-handler.handle"
+LOOP_EXCHANGE_S = 500e-6
+"""CPU seconds an exchange may take on average, measured on the loop, to keep running
+there (`serve_on_loop`). Ten times a call's `LOOP_CALL_S`: every host function an
+exchange calls takes the GIL back from the loop, so its hand-off costs far more. For
+hello_min (nine host functions, ~150 µs of CPU) the CPU per exchange fell from ~370 to
+~175 µs on the loop, in one process with no HTTP server."""
+LOOP_EXCHANGE_WEIGHT = 0.1  # an exchange's weight in the moving average of their CPU
+LOOP_PROBE = 64  # off the loop, one exchange in this many runs there again, measured
 
 
 def _pool_blocking() -> Callable[[], AbstractContextManager[Any]]:
@@ -76,11 +84,19 @@ class WasiPool(InstancePool):
         *,
         env: list[tuple[str, str]] | None = None,
         outgoing: Callable[[str, int], bool] | None = None,
+        loop_exchanges: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.env = list(env or [])
         self.outgoing = outgoing
+        # its exchanges can only wait on their own body pipes
+        # (host/runtime/nonblocking.py): short ones may run on the loop
+        self.loop_exchanges = loop_exchanges
+        # moving average of the handler's CPU on the loop (on a worker it would count
+        # the GIL hand-offs too); exchanges sent to workers since it went over the limit
+        self._exchange_cpu = 0.0
+        self._off_loop = 0
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -94,16 +110,68 @@ class WasiPool(InstancePool):
             )
         self.submit(export, exchange, _ignore, raw=False)
 
+    def serve_on_loop(self, new_exchange: Callable[[], Exchange]) -> Exchange | None:
+        """Serve an exchange here, on the event loop, and return it with its head set;
+        or return None, and the caller queues one with `start_exchange`.
+
+        Only for a component whose exchanges never wait but on their own pipes
+        (`loop_exchanges`), and only on a warm idle instance. The hand-off to a worker
+        costs an exchange more than it costs a call: every host function the guest calls
+        takes the GIL back from the loop. Its exchanges start on the loop; when their
+        CPU there averages over `LOOP_EXCHANGE_S` they go to the workers, and one in
+        `LOOP_PROBE` comes back to be measured again. An exchange that would wait (its
+        response outgrew the pipe) fails at once (`WasiState.on_loop`); one that runs
+        past `LOOP_BUDGET_MS` is stopped. Either way its instance is dropped and a fresh
+        exchange (`new_exchange()`: the caller gives only requests it holds whole) goes
+        to the workers and is returned before it ran. Raises what `start_exchange`
+        raises for that one.
+        """
+        export = self.exports.get(HANDLER_OPERATION)
+        if export is None or not self.loop_exchanges:
+            return None
+        if self._exchange_cpu > LOOP_EXCHANGE_S:
+            self._off_loop += 1
+            if self._off_loop < LOOP_PROBE:
+                return None
+        slot = self._loop_seat()
+        if slot is None:
+            return None
+        self._off_loop = 0
+        exchange, state, stopped = new_exchange(), state_of(slot.store), False
+        with self.on_loop():
+            state.on_loop, state.would_wait = True, False
+            started = time.thread_time()
+            try:
+                self._serve(export, exchange, slot)
+            except OverBudget:
+                stopped = True
+            finally:
+                state.on_loop = False
+            # a stop counts as the longest exchange the average takes in
+            spent = 4 * LOOP_EXCHANGE_S if stopped else time.thread_time() - started
+            spent = min(spent, 4 * LOOP_EXCHANGE_S)
+            self._exchange_cpu += LOOP_EXCHANGE_WEIGHT * (spent - self._exchange_cpu)
+        self.loop_runs += 1
+        if not stopped:
+            return exchange
+        self.loop_stops += 1
+        exchange = new_exchange()
+        self.start_exchange(exchange)
+        return exchange
+
     def _run(self, work: Work) -> tuple[Any, InvocationError | None]:
         if isinstance(work.args, Exchange):
             return self._serve(work.export, work.args)
         return super()._run(work)
 
-    def _serve(self, export: Export, exchange: Exchange) -> tuple[None, InvocationError | None]:
-        slot: Slot | None = None
+    def _serve(
+        self, export: Export, exchange: Exchange, slot: Slot | None = None
+    ) -> tuple[None, InvocationError | None]:
+        """Run one exchange on `slot` (a loop call's), or on a warm or new instance.
+        Raises `OverBudget` for an exchange on the loop that had to stop (`serve_on_loop`)."""
         healthy = False
         try:
-            slot = self._take_slot()
+            slot = slot or self._take_slot()
             handle = slot.funcs.get(export.operation)
             if handle is None:
                 raw = slot.instance.get_func(slot.store, self._indices[export.operation])
@@ -112,15 +180,19 @@ class WasiPool(InstancePool):
                 handle = slot.funcs[export.operation] = BoundFunc(raw, slot.store)
             slot.output.clear()
             state = state_of(slot.store)
-            timeout = self.limits.timeout_ms
+            timeout = self.call_timeout_ms()
             slot.store.set_epoch_deadline(deadline_ticks(timeout))
             state.set_deadline(timeout)
             started = time.perf_counter()
             failure: list[InvocationError] = []
+            stopped: list[bool] = []
 
             def explain(exc: BaseException) -> str:
                 if not isinstance(exc, wasmtime.WasmtimeError | wasmtime.Trap):
                     return last_line(exc)
+                if state.would_wait or self._over_budget(exc):
+                    stopped.append(True)  # on the loop: it runs again on a worker
+                    return "stopped on the event loop"
                 if exchange.client_gone and not traps.is_interrupt(str(exc)):
                     err = client_gone(export)  # its read or write failed: not its trap
                     self._log.info("HTTP client went away mid-exchange", operation=export.operation)
@@ -132,12 +204,16 @@ class WasiPool(InstancePool):
             try:
                 run_handler(slot.store, handle, exchange, explain)
             except (wasmtime.WasmtimeError, wasmtime.Trap):
+                if stopped:
+                    raise OverBudget from None
                 raise failure[0] from None
             finally:
                 state.deadline = None
             slot.calls += 1
             healthy = True
             return None, None
+        except OverBudget:
+            raise
         except InvocationError as exc:
             exchange.fail(exc.message)
             return None, exc

@@ -132,6 +132,11 @@ class WasiState:
             blocking or contextlib.nullcontext
         )
         self.deadline: float | None = None  # time.monotonic() seconds
+        # Set while a call runs on the event loop (`WasiPool.serve_on_loop`), where a
+        # wait would wait for the loop itself: the wait fails at once and sets
+        # `would_wait`, and the exchange runs again on a worker.
+        self.on_loop = False
+        self.would_wait = False
         # (host, port) -> may this component send HTTP there; None denies everything
         self.outgoing = outgoing
         self.insecure_seed = (
@@ -159,6 +164,9 @@ class WasiState:
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
+        if self.on_loop:
+            self.would_wait = True
+            raise WasmtimeError("would wait on the event loop: the call runs again on a worker")
         with self.blocking():
             yield
 
