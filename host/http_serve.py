@@ -52,6 +52,7 @@ from nats.aio.subscription import Subscription
 
 from host.runtime.pool import InstancePool, PoolClosed
 from host.wasi import ResponseBodyError, WasiPool, serve_request
+from host.wasi.http import WholeBody
 from host.wasi.io import CallerGone
 from lattice.protocol.invocation import InvocationError
 from providers.http_server.provider import LocalRequest, LocalResponse, LocalServe
@@ -209,12 +210,10 @@ async def _serve_local(pool: WasiPool, request: LocalRequest) -> LocalResponse:
         response = await serve_request(pool, *request)
     except (PoolClosed, InvocationError) as exc:
         text = f"{_refusal(exc)}\n".encode()
-        return LocalResponse(503, [("content-type", b"text/plain; charset=utf-8")], _once(text))
-    return LocalResponse(response.status, response.headers, response.body)
-
-
-async def _once(chunk: bytes) -> AsyncIterator[bytes]:
-    yield chunk
+        body = WholeBody(text)
+        return LocalResponse(503, [("content-type", b"text/plain; charset=utf-8")], body, text)
+    whole = response.body.whole if isinstance(response.body, WholeBody) else None
+    return LocalResponse(response.status, response.headers, response.body, whole)
 
 
 async def attach(nc: NATS, lattice: str, component_id: str, pool: PoolRef) -> Subscription | None:

@@ -141,9 +141,15 @@ async def test_the_minimal_guest_is_served_from_a_warm_instance_too(
         assert {(r.status_code, r.text) for r in got} == {(200, "hello from wat")}
         assert got[0].headers["x-hello"] == "lattice"
         assert got[0].headers["content-type"] == "text/plain"
+        # served on the event loop, its body finished before the head went out: one
+        # write with its length, not a chunked stream
+        assert got[0].headers["content-length"] == "14"
+        assert "transfer-encoding" not in got[0].headers
         r = await http.post("/anything", content=b"x" * 100_000)
         assert (r.status_code, r.text) == (200, "hello from wat")
     assert (pool.instantiated, pool.discarded) == (made, 0)  # no instance made per request
+    # the GETs took the loop (the POST's streamed body took a worker)
+    assert pool.loop_runs >= 20 and pool.loop_stops == 0
     assert crossings.count == 0, "a request for a local component crossed NATS"
 
 

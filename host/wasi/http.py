@@ -955,7 +955,32 @@ async def serve_request(
         if exchange is not None:
             exchange.head.add_done_callback(_abandon)
         raise
+    whole = head.body.take_whole() if feeder is None else None
+    if whole is not None:
+        return HttpResponse(head.status, head.headers, WholeBody(whole))
     return HttpResponse(head.status, head.headers, _stream(head.body, feeder))
+
+
+class WholeBody:
+    """A response body the component had finished by the time it responded (an exchange
+    on the loop always has): an async iterator of its one chunk (none when empty), and
+    `whole`, for a server to send in one write with its length."""
+
+    def __init__(self, whole: bytes) -> None:
+        self.whole = whole
+        self._sent = not whole
+
+    def __aiter__(self) -> WholeBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._sent:
+            raise StopAsyncIteration
+        self._sent = True
+        return self.whole
+
+    async def aclose(self) -> None:
+        self._sent = True
 
 
 def _abandon(head: concurrent.futures.Future[ResponseHead]) -> None:

@@ -292,6 +292,20 @@ class Pipe:
         self.on_writable.notify()
         return data
 
+    def take_whole(self) -> bytes | None:
+        """Everything, if the writer has finished without an error (the reader is then
+        done: the pipe is closed); else None and nothing is read."""
+        with self._lock:
+            if not self._finished or self._error is not None or self._reader_gone:
+                return None
+            chunks = list(self._chunks)
+            if chunks and self._offset:
+                chunks[0] = chunks[0][self._offset :]
+            self._chunks.clear()
+            self._buffered = 0
+            self._reader_gone = True
+        return b"".join(chunks)
+
     def read_chunk(self) -> bytes | None:
         """The next chunk as written (or its unread rest), b"" if none yet, None at end."""
         return self.read(1 << 62)

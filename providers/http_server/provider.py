@@ -59,11 +59,14 @@ HOP_BY_HOP = frozenset(
 
 class LocalResponse(NamedTuple):
     """A response from a component on this host; `body` streams while the guest writes
-    (iterate it to the end, or `aclose()` it to abandon the response)."""
+    (iterate it to the end, or `aclose()` it to abandon the response). `whole` is the
+    whole body when the guest had finished it already: sent in one write, with its
+    Content-Length."""
 
     status: int
     headers: Sequence[tuple[str, bytes]]
     body: AsyncIterator[bytes]
+    whole: bytes | None = None
 
 
 class LocalRequest(NamedTuple):
@@ -249,6 +252,10 @@ class HttpServerProvider(Provider):
         before the next is taken from the guest, as over the exchange protocol."""
         response = await served
         headers = _headers({"headers": response.headers})
+        if response.whole is not None:
+            # the length is the body's own (a guest's Content-Length cannot disagree)
+            headers.popall("content-length", None)
+            return web.Response(status=response.status, headers=headers, body=response.whole)
         body = response.body
         try:
             first = await anext(body, None)
