@@ -147,3 +147,22 @@ def test_bench_ab_flips_who_goes_first_and_takes_medians_against_the_base() -> N
     cpu = got["invoke host CPU per call, in flight (echo_min), alternating blocks"]
     assert (cpu.value, cpu.baseline, cpu.better, cpu.unit) == (30.0, 50.0, "lower", "µs")
     assert len(got) == 2  # no p50 blocks: no p50 figure
+
+
+def test_bench_ab_names_http_figures_per_request_and_refuses_a_guest_that_does_not_fit() -> None:
+    from bench.ab import figures, guest_of
+
+    samples = {
+        "main": {"calls/s": [100.0], "CPU": [300.0], "p50": [700.0]},
+        "this checkout": {"calls/s": [150.0], "CPU": [200.0], "p50": [600.0]},
+    }
+    got = {f.name: f for f in figures("http", "hello_min", samples, "main", "this checkout")}
+    rate = got["http requests/s, in flight (hello_min), alternating blocks"]
+    assert (rate.value, rate.unit, rate.baseline) == (150.0, "requests/s", 100.0)
+    assert "http host CPU per request, in flight (hello_min), alternating blocks" in got
+    assert (guest_of("http", None), guest_of("invoke", None)) == ("hello_min", "echo_min")
+    assert guest_of("provider", None) == "counter_min"
+    with pytest.raises(SystemExit, match="--guest echo does not apply to --what http"):
+        guest_of("http", "echo")
+    with pytest.raises(SystemExit, match="does not apply to --what provider"):
+        guest_of("provider", "hello_min")
