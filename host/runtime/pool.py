@@ -158,7 +158,8 @@ class PoolClosed(Exception):
 
 
 class OverBudget(Exception):
-    """A call on the event loop ran past `LOOP_BUDGET_MS`: it runs again on a worker."""
+    """A call on the event loop had to stop (past `LOOP_BUDGET_MS`, or, for an HTTP
+    exchange, about to wait): it runs again on a worker."""
 
 
 class PoolBusy(Exception):
@@ -444,7 +445,7 @@ class InstancePool:
         instance); the export proves itself again before its calls come back here.
         """
         op = export.operation
-        slot = self.loop_seat(op)
+        slot = self._loop_seat() if self.fits_loop(op) else None
         if slot is None:
             return False
         over = False
@@ -462,13 +463,10 @@ class InstancePool:
             done(result, error)
         return True
 
-    def loop_seat(self, operation: str) -> Slot | None:
-        """A warm idle instance and a seat for a call of `operation` on the event loop,
-        or None when it does not qualify (`fits_loop`) or none is free now. The caller
-        runs the call inside `on_loop`, which gives the seat back."""
-        return self._loop_seat() if self.fits_loop(operation) else None
-
     def _loop_seat(self) -> Slot | None:
+        """A warm idle instance and a seat for a call on the event loop, or None when
+        none is free now. The caller runs the call inside `on_loop`, which gives the
+        seat back."""
         with self._cv:
             if self.closed or self._stopping or not self._idle:
                 return None
@@ -479,7 +477,7 @@ class InstancePool:
 
     @contextlib.contextmanager
     def on_loop(self, trace: Any = None) -> Iterator[None]:
-        """Around a call on the loop (after `loop_seat`): its deadline is
+        """Around a call on the loop (after `_loop_seat`): its deadline is
         `LOOP_BUDGET_MS`, a stop there raises `OverBudget`, and the seat is given back."""
         saved = getattr(_worker_pool, "trace", None), getattr(_worker_pool, "cap_ms", None)
         _worker_pool.trace, _worker_pool.cap_ms = trace, LOOP_BUDGET_MS

@@ -148,8 +148,8 @@ class WasiPool(InstancePool):
             finally:
                 state.on_loop = False
             # a stop counts as the longest exchange the average takes in
-            spent = 4 * LOOP_EXCHANGE_S if stopped else time.thread_time() - started
-            spent = min(spent, 4 * LOOP_EXCHANGE_S)
+            longest = 4 * LOOP_EXCHANGE_S
+            spent = longest if stopped else min(time.thread_time() - started, longest)
             self._exchange_cpu += LOOP_EXCHANGE_WEIGHT * (spent - self._exchange_cpu)
         self.loop_runs += 1
         if not stopped:
